@@ -58,3 +58,16 @@ ValueType = Union[TensorType, SequenceType, OptionalType, MapType, None]
 
 def tensor(dtype, shape) -> TensorType:
     return TensorType(None if dtype is None else np.dtype(dtype), None if shape is None else tuple(shape))
+
+
+def type_of(value) -> ValueType:
+    """The IR type of a runtime value (array, sequence as list, empty optional as None)."""
+    if isinstance(value, np.ndarray):
+        return TensorType(value.dtype, value.shape)
+    if isinstance(value, list):
+        return SequenceType(type_of(value[0]) if value else TensorType(None, None))
+    if value is None:
+        return OptionalType(TensorType(None, None))
+    if isinstance(value, np.generic):
+        return TensorType(value.dtype, ())
+    return None

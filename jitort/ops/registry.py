@@ -115,6 +115,8 @@ def lookup(name: str, domain: str, version: int, node_name: str = "") -> OpDef:
 
 
 def find(name: str, domain: str, version: int) -> OpDef | None:
+    if not _LOADED:
+        _ensure_loaded()
     versions = _REGISTRY.get((canonical_domain(domain), name))
     if not versions:
         return None

@@ -1,0 +1,230 @@
+"""com.microsoft attention ops as onnxruntime's CPU kernels compute them: Attention (packed QKV
+weights), MultiHeadAttention, GroupQueryAttention (float KV cache), RotaryEmbedding.
+
+Masks follow onnxruntime: a masked score gets ``mask_filter_value`` (default -10000) *added*
+(so a fully masked row is still a softmax over the raw scores), not -inf.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .contrib_common import MS, dtype_of, like, shape_of, tt, wide
+from .registry import op
+
+_NEG = -10000.0
+
+
+def _softmax(z):
+    z = z - np.max(z, axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= np.sum(z, axis=-1, keepdims=True)
+    return z
+
+
+def _heads(x, n):
+    """(B, S, N*H) -> (B, N, S, H)."""
+    b, s, d = x.shape
+    return x.reshape(b, s, n, d // n).transpose(0, 2, 1, 3)
+
+
+def _merge(x):
+    """(B, N, S, H) -> (B, S, N*H)."""
+    b, n, s, h = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, s, n * h)
+
+
+def _key_mask(mask, b, s, t, past, filt):
+    """An additive (B, 1, S, T) float32 mask from an onnxruntime mask_index / key_padding_mask."""
+    m = np.asarray(mask)
+    j = np.arange(t)
+    if m.ndim == 1 and m.shape[0] == b:  # right padding: valid key lengths
+        bad = j[None, :] >= m[:, None]
+        return np.where(bad, np.float32(filt), np.float32(0))[:, None, None, :]
+    if m.ndim == 1 and m.shape[0] == 2 * b:  # left padding: end (exclusive), start (inclusive)
+        bad = (j[None, :] >= m[:b, None]) | (j[None, :] < m[b:, None])
+        return np.where(bad, np.float32(filt), np.float32(0))[:, None, None, :]
+    if m.ndim == 2:  # (B, T) raw 0/1
+        return np.where(m == 0, np.float32(filt), np.float32(0))[:, None, None, :]
+    if m.ndim == 3:  # (B, S, T)
+        return np.where(m == 0, np.float32(filt), np.float32(0))[:, None, :, :]
+    if m.ndim == 4:  # (B, 1, max_S, max_S) Megatron-style: rows past..past+S, columns 0..T
+        sub = m[:, :, past:past + s, :t]
+        return np.where(sub == 0, np.float32(filt), np.float32(0))
+    raise ValueError(f"unsupported mask shape {m.shape}")
+
+
+def _causal(s, t, past, filt):
+    i = np.arange(s)[:, None]
+    j = np.arange(t)[None, :]
+    return np.where(j > past + i, np.float32(filt), np.float32(0))
+
+
+def _attend(q, k, v, scale, add=None, bias=None, want_qk=False):
+    """softmax(scale * q k^T + add + bias) v over float32 BNSH tensors; returns (out, qk)."""
+    scores = np.matmul(q, np.swapaxes(k, -1, -2))
+    scores *= np.float32(scale)
+    if add is not None:
+        scores = scores + add
+    if bias is not None:
+        scores = scores + bias
+    qk = scores.copy() if want_qk else None
+    probs = _softmax(scores)
+    return np.matmul(probs, v), qk
+
+
+# ------------------------------------------------------------------ Attention
+
+def _qkv_sizes(w_cols, qkv_hidden_sizes):
+    if qkv_hidden_sizes:
+        return [int(v) for v in qkv_hidden_sizes]
+    if w_cols is None:
+        return [None] * 3
+    return [w_cols // 3] * 3
+
+
+def _attention_infer(ctx, x, w, bias=None, mask=None, past=None, *_, num_heads, qkv_hidden_sizes=None, **__):
+    xs, ws = shape_of(x), shape_of(w)
+    dq, dk, dv = _qkv_sizes(None if ws is None else ws[1], qkv_hidden_sizes)
+    dt = dtype_of(x)
+    out = None if xs is None else (xs[0], xs[1], dv)
+    outs = [tt(dt, out)]
+    if (ctx.num_outputs or 1) > 1:
+        ps = shape_of(past)
+        present = None
+        if xs is not None and dk is not None:
+            tot = xs[1] if past is None else (None if ps is None or not isinstance(ps[3], int) or not isinstance(xs[1], int)
+                                              else ps[3] + xs[1])
+            present = (2, xs[0], num_heads, tot, dk // num_heads)
+        outs.append(tt(dt, present))
+    return outs
+
+
+@op("Attention", domain=MS, infer=_attention_infer)
+def attention(x, weights, bias=None, mask_index=None, past=None, attention_bias=None, past_sequence_length=None, *,
+              num_heads, qkv_hidden_sizes=None, unidirectional=0, scale=0.0, mask_filter_value=_NEG,
+              do_rotary=0, rotary_embedding_dim=0, past_present_share_buffer=0):
+    """BERT/GPT-2 self-attention with packed QKV projection weights (B, S, Hin) x (Hin, Dq+Dk+Dv)."""
+    if do_rotary or past_present_share_buffer:
+        raise NotImplementedError("Attention: do_rotary / past_present_share_buffer are not supported")
+    dq, dk, dv = _qkv_sizes(weights.shape[1], qkv_hidden_sizes)
+    xw = wide(x)
+    qkv = np.matmul(xw, wide(weights))
+    if bias is not None:
+        qkv = qkv + wide(bias)
+    b, s, _ = xw.shape
+    q, k, v = _heads(qkv[..., :dq], num_heads), _heads(qkv[..., dq:dq + dk], num_heads), \
+        _heads(qkv[..., dq + dk:], num_heads)
+    p = 0
+    if past is not None:
+        pw = wide(past)
+        p = pw.shape[3]
+        k = np.concatenate([pw[0], k], axis=2)
+        v = np.concatenate([pw[1], v], axis=2)
+    t = p + s
+    add = None
+    if mask_index is not None:
+        add = _key_mask(mask_index, b, s, t, p, mask_filter_value)
+    if unidirectional:
+        c = _causal(s, t, p, mask_filter_value)
+        add = c if add is None else add + c
+    sc = scale if scale else 1.0 / math.sqrt(dq // num_heads)
+    ab = None if attention_bias is None else wide(attention_bias)
+    out, _ = _attend(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), sc, add, ab)
+    y = like(_merge(out), x.dtype)
+    present = like(np.stack([k, v]), x.dtype) if dk == dv else None
+    return (y, present) if present is not None else y
+
+
+# ------------------------------------------------------------------ MultiHeadAttention
+
+def _mha_qkv(query, key, value, bias, n):
+    """Unpack MHA's input layouts into float32 BNSH q, k, v (bias applied where onnxruntime does)."""
+    qw = wide(query).astype(np.float32, copy=False)
+    if key is None and qw.ndim == 5:  # packed QKV (B, S, N, 3, H)
+        q, k, v = (qw[:, :, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        if bias is not None:
+            bh = wide(bias).astype(np.float32).reshape(3, n, 1, -1)
+            q, k, v = q + bh[0], k + bh[1], v + bh[2]
+        return q, k, v, False
+    kw = wide(key).astype(np.float32, copy=False)
+    d = qw.shape[-1]
+    bw = None if bias is None else wide(bias).astype(np.float32)
+    if bw is not None:
+        qw = qw + bw[:d]
+    q = _heads(qw, n)
+    if value is None and kw.ndim == 5:  # packed KV (B, L, N, 2, H)
+        k, v = kw[:, :, :, 0].transpose(0, 2, 1, 3), kw[:, :, :, 1].transpose(0, 2, 1, 3)
+        if bw is not None:
+            k = k + bw[d:2 * d].reshape(n, 1, -1)
+            v = v + bw[2 * d:].reshape(n, 1, -1)
+        return q, k, v, False
+    vw = wide(value).astype(np.float32, copy=False)
+    if kw.ndim == 4:  # key/value already BNSH (cross-attention cache): no bias, no past concat
+        return q, kw, vw, True
+    if bw is not None:
+        dk = kw.shape[-1]
+        kw = kw + bw[d:d + dk]
+        vw = vw + bw[d + dk:]
+    return q, _heads(kw, n), _heads(vw, n), False
+
+
+def _mha_infer(ctx, query, key=None, value=None, bias=None, mask=None, ab=None, past_key=None, *_, num_heads, **__):
+    qs, ks, vs, ps = shape_of(query), shape_of(key), shape_of(value), shape_of(past_key)
+    dt = dtype_of(query)
+    if qs is None:
+        return [tt(dt, None)] * max(1, ctx.num_outputs or 1)
+    b, s = qs[0], qs[1]
+    if len(qs) == 5:
+        h = qs[4]
+        dv, kv_len = (None if not isinstance(h, int) else num_heads * h), qs[1]
+    elif ks is not None and len(ks) == 5:
+        dv = None if not isinstance(ks[4], int) else num_heads * ks[4]
+        kv_len = ks[1]
+    elif ks is not None and len(ks) == 4:
+        dv = None if vs is None or not isinstance(vs[3], int) else num_heads * vs[3]
+        kv_len = ks[2]
+    else:
+        dv = None if vs is None else vs[2]
+        kv_len = None if ks is None else ks[1]
+    h = qs[2] // num_heads if len(qs) == 3 and isinstance(qs[2], int) else (qs[4] if len(qs) == 5 else None)
+    hv = dv // num_heads if isinstance(dv, int) else None
+    tot = kv_len
+    if ps is not None:
+        tot = ps[2] + kv_len if isinstance(ps[2], int) and isinstance(kv_len, int) else None
+    outs = [tt(dt, (b, s, dv)), tt(dt, (b, num_heads, tot, h)), tt(dt, (b, num_heads, tot, hv)),
+            tt(np.float32 if dt is None else dt, (b, num_heads, s, tot))]
+    return outs[: max(1, ctx.num_outputs or 1)]
+
+
+@op("MultiHeadAttention", domain=MS, infer=_mha_infer)
+def multi_head_attention(ctx, query, key=None, value=None, bias=None, key_padding_mask=None, attention_bias=None,
+                         past_key=None, past_value=None, past_sequence_length=None, cache_indirection=None, *,
+                         num_heads, unidirectional=0, scale=0.0, mask_filter_value=_NEG):
+    """Self/cross multi-head attention on projected Q, K, V (separate, packed KV or packed QKV)."""
+    if cache_indirection is not None:
+        raise NotImplementedError("MultiHeadAttention: cache_indirection (beam search) is not supported")
+    q, k, v, bnsh = _mha_qkv(query, key, value, bias, num_heads)
+    b, _, s, h = q.shape
+    p = 0
+    if past_key is not None and not bnsh:
+        p = past_key.shape[2]
+        k = np.concatenate([wide(past_key).astype(np.float32, copy=False), k], axis=2)
+        v = np.concatenate([wide(past_value).astype(np.float32, copy=False), v], axis=2)
+    t = k.shape[2]
+    add = None
+    if key_padding_mask is not None:
+        add = _key_mask(key_padding_mask, b, s, t, p, mask_filter_value)
+    if unidirectional:
+        c = _causal(s, t, p, mask_filter_value)
+        add = c if add is None else add + c
+    sc = scale if scale else 1.0 / math.sqrt(h)
+    ab = None if attention_bias is None else wide(attention_bias).astype(np.float32, copy=False)
+    out, qk = _attend(q, k, v, sc, add, ab, want_qk=ctx.num_outputs > 3)
+    dt = query.dtype
+    outs = [like(_merge(out), dt), like(k, dt), like(v, dt)]
+    if ctx.num_outputs > 3:
+        outs.append(like(qk, dt))
+    return outs
