@@ -52,5 +52,7 @@ class ExecutionError(JitortError, RuntimeError):
 
 def closest(name: str, candidates) -> str:
     """' (did you mean X?)' when a candidate is close to name, else ''."""
-    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    candidates = list(candidates)
+    lowered = {c.lower(): c for c in candidates}
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return f" (did you mean {lowered[match[0]]!r}?)" if match else ""

@@ -113,8 +113,9 @@ class InferenceSession:
 
     def get_modelmeta(self) -> ModelMetadata:
         m = self._model.ir
+        version = m.model_version if m.model_version is not None else 2**63 - 1  # as onnxruntime
         return ModelMetadata(m.producer_name, m.graph.name, m.domain, m.doc, m.graph.doc,
-                             m.model_version, dict(m.metadata))
+                             version, dict(m.metadata))
 
     def get_providers(self) -> list[str]:
         return list(self._providers)

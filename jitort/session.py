@@ -21,6 +21,7 @@ from .backends import get_backend
 from .errors import JitortError
 from .inputs import bind_feeds, to_value, validate
 from .ir.graph import Model
+from .ir.infer import BoundGraph, bind
 from .ir.onnx_import import import_model
 from .ir.types import type_of
 
@@ -62,6 +63,7 @@ class Outputs(tuple):
 @dataclass
 class _Variant:
     signature: Signature
+    bound: BoundGraph
     plan: Any
     calls: int = 0
 
@@ -134,16 +136,17 @@ class CompiledModel:
         with self._lock:
             variant = self._variants.get(sig)
             if variant is None:
-                variant = _Variant(sig, self._compile(sig))
+                variant = self._compile(sig)
                 self._variants[sig] = variant
                 self.stats.compiles += 1
                 self.stats.signatures.append(sig)
             self._fast[key] = variant
         return variant
 
-    def _compile(self, sig: Signature):
+    def _compile(self, sig: Signature) -> _Variant:
         try:
-            return self.backend.build_plan(self.graph)
+            bound = bind(self.graph, dict(sig.entries))
+            return _Variant(sig, bound, self.backend.build_plan(bound))
         except JitortError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -151,6 +154,10 @@ class CompiledModel:
 
     def signatures(self) -> list[Signature]:
         return list(self._variants)
+
+    def bound_graph(self, sig: Signature) -> BoundGraph:
+        """The types every value takes under ``sig`` (one of :meth:`signatures`)."""
+        return self._variants[sig].bound
 
     def __repr__(self) -> str:
         return (f"<jitort model {self.graph.name!r}: inputs={self.input_names} "

@@ -95,7 +95,8 @@ def export_model(model: Model | Graph, ir_version: int | None = None) -> onnx.Mo
     m.ir_version = ir_version or max(model.ir_version, 3)
     if model.domain:
         m.domain = model.domain
-    m.model_version = model.model_version
+    if model.model_version is not None:
+        m.model_version = model.model_version
     for k, v in model.metadata.items():
         m.metadata_props.add(key=k, value=v)
     return m

@@ -181,7 +181,7 @@ def import_model(source) -> Model:
         producer_name=proto.producer_name,
         producer_version=proto.producer_version,
         domain=proto.domain,
-        model_version=proto.model_version,
+        model_version=proto.model_version if proto.HasField("model_version") else None,
         doc=proto.doc_string,
         metadata={p.key: p.value for p in proto.metadata_props},
     )

@@ -50,26 +50,23 @@ def _key_mask(mask, b, s, t, past, filt):
         return np.where(m == 0, np.float32(filt), np.float32(0))[:, None, None, :]
     if m.ndim == 3:  # (B, S, T)
         return np.where(m == 0, np.float32(filt), np.float32(0))[:, None, :, :]
-    if m.ndim == 4:  # (B, 1, max_S, max_S) Megatron-style: rows past..past+S, columns 0..T
-        sub = m[:, :, past:past + s, :t]
-        return np.where(sub == 0, np.float32(filt), np.float32(0))
+    if m.ndim == 4:  # Megatron (B, 1, max_S, max_S): onnxruntime's CPU kernel rejects it too
+        raise NotImplementedError("4-D attention mask_index is not supported (as in onnxruntime's CPU kernel)")
     raise ValueError(f"unsupported mask shape {m.shape}")
 
 
-def _causal(s, t, past, filt):
-    i = np.arange(s)[:, None]
-    j = np.arange(t)[None, :]
-    return np.where(j > past + i, np.float32(filt), np.float32(0))
+def _attend(q, k, v, scale, add=None, bias=None, want_qk=False, block=None):
+    """softmax(scale * q k^T + add + bias) v over float32 BNSH tensors; returns (out, qk).
 
-
-def _attend(q, k, v, scale, add=None, bias=None, want_qk=False):
-    """softmax(scale * q k^T + add + bias) v over float32 BNSH tensors; returns (out, qk)."""
+    ``block`` (bool, broadcastable to the scores) sets scores to the lowest float32."""
     scores = np.matmul(q, np.swapaxes(k, -1, -2))
     scores *= np.float32(scale)
     if add is not None:
         scores = scores + add
     if bias is not None:
         scores = scores + bias
+    if block is not None:
+        scores = np.where(block, np.finfo(np.float32).min, scores)
     qk = scores.copy() if want_qk else None
     probs = _softmax(scores)
     return np.matmul(probs, v), qk
@@ -127,12 +124,11 @@ def attention(x, weights, bias=None, mask_index=None, past=None, attention_bias=
     add = None
     if mask_index is not None:
         add = _key_mask(mask_index, b, s, t, p, mask_filter_value)
-    if unidirectional:
-        c = _causal(s, t, p, mask_filter_value)
-        add = c if add is None else add + c
+    # causal: future keys get the lowest float32 (overriding, not adding to, the padding mask)
+    block = (np.arange(t)[None, :] > p + np.arange(s)[:, None]) if unidirectional else None
     sc = scale if scale else 1.0 / math.sqrt(dq // num_heads)
     ab = None if attention_bias is None else wide(attention_bias)
-    out, _ = _attend(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), sc, add, ab)
+    out, _ = _attend(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), sc, add, ab, block=block)
     y = like(_merge(out), x.dtype)
     present = like(np.stack([k, v]), x.dtype) if dk == dv else None
     return (y, present) if present is not None else y
@@ -144,10 +140,9 @@ def _mha_qkv(query, key, value, bias, n):
     """Unpack MHA's input layouts into float32 BNSH q, k, v (bias applied where onnxruntime does)."""
     qw = wide(query).astype(np.float32, copy=False)
     if key is None and qw.ndim == 5:  # packed QKV (B, S, N, 3, H)
-        q, k, v = (qw[:, :, :, i].transpose(0, 2, 1, 3) for i in range(3))
         if bias is not None:
-            bh = wide(bias).astype(np.float32).reshape(3, n, 1, -1)
-            q, k, v = q + bh[0], k + bh[1], v + bh[2]
+            raise NotImplementedError("MultiHeadAttention: bias with packed QKV is not supported")
+        q, k, v = (qw[:, :, :, i].transpose(0, 2, 1, 3) for i in range(3))
         return q, k, v, False
     kw = wide(key).astype(np.float32, copy=False)
     d = qw.shape[-1]
@@ -156,11 +151,9 @@ def _mha_qkv(query, key, value, bias, n):
         qw = qw + bw[:d]
     q = _heads(qw, n)
     if value is None and kw.ndim == 5:  # packed KV (B, L, N, 2, H)
-        k, v = kw[:, :, :, 0].transpose(0, 2, 1, 3), kw[:, :, :, 1].transpose(0, 2, 1, 3)
         if bw is not None:
-            k = k + bw[d:2 * d].reshape(n, 1, -1)
-            v = v + bw[2 * d:].reshape(n, 1, -1)
-        return q, k, v, False
+            raise NotImplementedError("MultiHeadAttention: bias with packed KV is not supported")
+        return q, kw[:, :, :, 0].transpose(0, 2, 1, 3), kw[:, :, :, 1].transpose(0, 2, 1, 3), False
     vw = wide(value).astype(np.float32, copy=False)
     if kw.ndim == 4:  # key/value already BNSH (cross-attention cache): no bias, no past concat
         return q, kw, vw, True
@@ -217,14 +210,70 @@ def multi_head_attention(ctx, query, key=None, value=None, bias=None, key_paddin
     add = None
     if key_padding_mask is not None:
         add = _key_mask(key_padding_mask, b, s, t, p, mask_filter_value)
+    block = None
     if unidirectional:
-        c = _causal(s, t, p, mask_filter_value)
-        add = c if add is None else add + c
+        # onnxruntime's CPU MHA: key j > past + i is blocked (lowest float) for rows i < S-1; the last
+        # query row is never blocked (matters only for cross attention, where T != past + S)
+        i = np.arange(s)[:, None]
+        block = (np.arange(t)[None, :] > p + i) & (i < s - 1)
     sc = scale if scale else 1.0 / math.sqrt(h)
     ab = None if attention_bias is None else wide(attention_bias).astype(np.float32, copy=False)
-    out, qk = _attend(q, k, v, sc, add, ab, want_qk=ctx.num_outputs > 3)
+    out, qk = _attend(q, k, v, sc, add, ab, want_qk=ctx.num_outputs > 3, block=block)
     dt = query.dtype
     outs = [like(_merge(out), dt), like(k, dt), like(v, dt)]
     if ctx.num_outputs > 3:
         outs.append(like(qk, dt))
     return outs
+
+
+# ------------------------------------------------------------------ rotary embeddings
+
+def _rope(x, cos, sin, interleaved):
+    """Rotate the leading 2*cos.shape[-1] channels of x (..., H); cos/sin broadcast to (..., R/2)."""
+    half = cos.shape[-1]
+    rot = x[..., : 2 * half]
+    if interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+    else:
+        x1, x2 = rot[..., :half], rot[..., half:]
+    y1 = x1 * cos - x2 * sin
+    y2 = x2 * cos + x1 * sin
+    y = np.stack([y1, y2], axis=-1).reshape(rot.shape) if interleaved else np.concatenate([y1, y2], axis=-1)
+    if rot.shape[-1] == x.shape[-1]:
+        return y
+    return np.concatenate([y, x[..., 2 * half:]], axis=-1)
+
+
+def _positions(position_ids, b, s):
+    pid = np.asarray(position_ids).astype(np.int64)
+    if pid.ndim <= 1 or pid.size == 1:  # a start offset
+        return np.broadcast_to(pid.reshape(-1)[0] + np.arange(s, dtype=np.int64), (b, s))
+    return np.broadcast_to(pid, (b, s))
+
+
+@op("RotaryEmbedding", domain=MS, infer=lambda ctx, x, *_, **__: [tt(dtype_of(x), shape_of(x))])
+def rotary_embedding_ms(x, position_ids, cos_cache, sin_cache, *, interleaved=0, num_heads=0,
+                        rotary_embedding_dim=0, is_packed_batching=0, scale=1.0):
+    """RoPE on (B, S, N*H) or (B, N, S, H) with cos/sin caches (max_pos, R/2) gathered at position_ids."""
+    if is_packed_batching:
+        raise NotImplementedError("RotaryEmbedding: is_packed_batching is not supported")
+    w = wide(x)
+    half = cos_cache.shape[-1]
+    if w.ndim == 4:
+        b, n, s, h = w.shape
+        xs = w
+    else:
+        b, s, d = w.shape
+        h = d // num_heads if num_heads else 2 * half
+        n = d // h
+        xs = w.reshape(b, s, n, h).transpose(0, 2, 1, 3)
+    rot = rotary_embedding_dim or 2 * half
+    pos = _positions(position_ids, b, s)
+    if pos.size and (pos.min() < 0 or pos.max() >= cos_cache.shape[0]):
+        raise IndexError("RotaryEmbedding: position id out of the cos/sin cache range")
+    cos = wide(cos_cache)[pos][:, None, :, : rot // 2]  # (B, 1, S, R/2)
+    sin = wide(sin_cache)[pos][:, None, :, : rot // 2]
+    y = _rope(xs, cos, sin, interleaved)
+    if w.ndim == 3:
+        y = y.transpose(0, 2, 1, 3).reshape(b, s, -1)
+    return like(y, x.dtype)

@@ -50,7 +50,7 @@ def size(data):
 
 
 @op("Identity", since=1)
-def identity(x):
+def identity(x=None):
     """Passes tensors, sequences (lists) and optionals (None) through unchanged."""
     return [x]  # wrapped: a list result is read as the list of outputs
 

@@ -1,0 +1,119 @@
+"""The ``jitort`` command line. ``jitort run`` loads a model, feeds it random inputs of the given
+shapes, and prints its outputs and timings (load, first call, warm latency)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from .errors import JitortError
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """'input_ids=1x128' -> ('input_ids', (1, 128)); 'x=' is a scalar."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=D1xD2x..., got {text!r}")
+    name, dims = text.split("=", 1)
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x") if d != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dims of {name!r} must be integers joined by 'x', got {dims!r}") from None
+    return name, shape
+
+
+def random_inputs(model, shapes: dict[str, tuple], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random feeds for every required input: declared shapes, symbolic dims from ``shapes`` or 1."""
+    from .ir.types import TensorType
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for v in model.graph.required_inputs():
+        t = v.type
+        if not isinstance(t, TensorType) or t.dtype is None:
+            raise JitortError(f"input {v.name!r} is not a tensor ({t}); jitort run feeds tensors only")
+        if v.name in shapes:
+            shape = shapes[v.name]
+        elif t.shape is None:
+            raise JitortError(f"input {v.name!r} has unknown rank: pass --shape {v.name}=D1xD2...")
+        else:
+            shape = tuple(d if isinstance(d, int) else 1 for d in t.shape)
+        dt = np.dtype(t.dtype)
+        if dt.kind == "f" or dt.name.startswith(("bfloat", "float")):
+            feeds[v.name] = rng.standard_normal(shape).astype(dt)
+        elif dt.kind in "iu":
+            feeds[v.name] = rng.integers(0, 100, size=shape).astype(dt)
+        elif dt.kind == "b":
+            feeds[v.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise JitortError(f"input {v.name!r} has dtype {dt}; jitort run cannot make random data for it")
+    return feeds
+
+
+def cmd_run(args) -> int:
+    from . import load
+    from .examples import example_path
+
+    path = example_path(args.example) if args.example else args.model
+    if path is None:
+        print("jitort run: give a MODEL path or --example NAME", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    model = load(path, backend=args.backend)
+    t_load = time.perf_counter() - t0
+    feeds = random_inputs(model, dict(args.shape or []), args.seed)
+    t0 = time.perf_counter()
+    outs = model(**feeds)
+    t_first = time.perf_counter() - t0
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        model(**feeds)
+        times.append(time.perf_counter() - t0)
+    print(f"model: {path}")
+    for name, a in feeds.items():
+        print(f"  input  {name}: {a.dtype}{list(a.shape)}")
+    for name, o in zip(outs.names, outs):
+        if isinstance(o, np.ndarray):
+            flat = o.reshape(-1)
+            head = np.array2string(flat[:5], precision=4, separator=", ")
+            print(f"  output {name}: {o.dtype}{list(o.shape)} first values {head}")
+        else:
+            print(f"  output {name}: {type(o).__name__}")
+    print(f"load {t_load * 1e3:.1f} ms | first call {t_first * 1e3:.1f} ms", end="")
+    if times:
+        p50, p90 = np.percentile(np.array(times) * 1e3, [50, 90])
+        print(f" | warm p50 {p50:.2f} ms, p90 {p90:.2f} ms over {len(times)} runs")
+    else:
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jitort", description="JIT-compiling runtime for ONNX models")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a model on random inputs and print outputs and timings")
+    r.add_argument("model", nargs="?", help="path to an .onnx file")
+    r.add_argument("--example", help="a bundled example instead of a path: resnet50 or mlp")
+    r.add_argument("--shape", action="append", type=parse_shape, metavar="NAME=D1xD2...",
+                   help="shape of an input (repeatable); symbolic dims default to 1")
+    r.add_argument("--runs", type=int, default=10, help="timed warm runs (default 10)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--backend", default=None, help="execution backend (default: reference)")
+    r.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except JitortError as exc:
+        print(f"jitort: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

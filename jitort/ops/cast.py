@@ -1,0 +1,248 @@
+"""Cast, CastLike, BitCast over every ONNX element type (ml_dtypes for the narrow ones).
+
+Rules (ONNX Cast spec):
+- float -> float8 (E4M3FN/E4M3FNUZ/E5M2/E5M2FNUZ): round to nearest even; with ``saturate``
+  out-of-range values and +-Inf clamp to +-FLT_MAX (before opset 24 Inf -> NaN for the FNUZ
+  types); without it overflow gives NaN (Inf for E5M2).
+- float -> float8e8m0: per ``round_mode`` (up/down/nearest) on the exponent; saturate clamps.
+- float4/float6: saturating RNE (no Inf/NaN in those formats); int4/uint4/int2/uint2: truncate
+  then wrap like other integers.
+- integers wrap (two's complement); float -> int truncates (out of range is undefined).
+- strings: parse 'INF'/'+INF'/'-INF'/'NaN' case-insensitively and decimal/scientific numbers;
+  numbers format like onnxruntime ('%.8g', 'NaN', 'INF', '-INF'; ints exactly, bools 1/0).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+from onnx import TensorProto
+
+from ..dtypes import np_dtype
+from .registry import op
+
+F32 = np.dtype(np.float32)
+_FLOAT8 = {np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
+                                 ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz)}
+_FNUZ = {np.dtype(ml_dtypes.float8_e4m3fnuz), np.dtype(ml_dtypes.float8_e5m2fnuz)}
+_E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu)
+_SUBBYTE_INT = {np.dtype(ml_dtypes.int4): (4, True), np.dtype(ml_dtypes.uint4): (4, False),
+                np.dtype(ml_dtypes.int2): (2, True), np.dtype(ml_dtypes.uint2): (2, False)}
+_FLOAT4 = np.dtype(ml_dtypes.float4_e2m1fn)
+_STR = np.dtype(object)
+
+
+def _is_str(dt: np.dtype) -> bool:
+    return dt.kind in "OUS"
+
+
+def _narrow_int(dt: np.dtype) -> bool:
+    return dt in _SUBBYTE_INT
+
+
+def _as_compute(x: np.ndarray) -> np.ndarray:
+    """Narrow floats -> float32, narrow ints -> int8/uint8 (both exact); others unchanged."""
+    dt = x.dtype
+    if dt.kind != "V":
+        return x
+    if dt in _SUBBYTE_INT:
+        return x.astype(np.int8 if _SUBBYTE_INT[dt][1] else np.uint8)
+    return x.astype(F32)
+
+
+# ---------------------------------------------------------------- float8e8m0
+
+def _to_e8m0(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
+    """Power-of-two scale: the biased float32 exponent, rounded per round_mode on the mantissa."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32)
+    exp = ((bits >> 23) & 0xFF).astype(np.uint16)
+    mant = bits & 0x7FFFFF
+    special = exp == 0xFF
+    if round_mode == "up":
+        inc = mant != 0
+    elif round_mode == "down":
+        inc = np.zeros(exp.shape, np.bool_)
+    elif round_mode == "nearest":  # ties (mantissa exactly .5) round up
+        inc = (mant & 0x400000) != 0
+        inc &= (exp > 0) | ((mant & 0x3FFFFF) != 0)
+    else:
+        raise ValueError(f"Cast: round_mode must be up, down or nearest, got {round_mode!r}")
+    e = exp + inc.astype(np.uint16)
+    if saturate:
+        e = np.minimum(e, 0xFE)
+    e = np.where(e > 0xFF, 0xFF, e)  # overflow past the largest exponent -> NaN
+    isinf = special & (mant == 0)
+    e = np.where(special, 0xFF, e)
+    if saturate:
+        e = np.where(isinf, 0xFE, e)
+    return e.astype(np.uint8).view(_E8M0)
+
+
+# ---------------------------------------------------------------- strings
+
+def _fmt_float(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "INF" if v > 0 else "-INF"
+    return "%.8g" % v
+
+
+def _to_string(x: np.ndarray) -> np.ndarray:
+    dt = x.dtype
+    if _is_str(dt):
+        res = [str(v) for v in x.ravel()]
+    elif dt == np.bool_:
+        res = ["1" if v else "0" for v in x.ravel().tolist()]
+    elif dt.kind in "iu" or _narrow_int(dt):
+        res = [str(v) for v in _as_compute(x).ravel().tolist()]
+    else:
+        xf = x.astype(np.float64) if dt.kind == "V" or dt == np.float16 else x
+        res = [_fmt_float(v) for v in xf.ravel().tolist()]
+    arr = np.empty(len(res), dtype=object)
+    arr[:] = res
+    return arr.reshape(x.shape)
+
+
+def _parse_float(s) -> float:
+    s = s.decode() if isinstance(s, bytes) else str(s)
+    try:
+        return float(s)  # accepts inf/+inf/-INF/nan/infinity in any case, and 1e-5 forms
+    except ValueError:
+        raise ValueError(f"Cast: cannot parse {s!r} as a number") from None
+
+
+def _parse_int(s) -> int:
+    s = s.decode() if isinstance(s, bytes) else str(s)
+    try:
+        return int(s.strip())
+    except ValueError:
+        f = _parse_float(s)  # '100.5' -> 100 (the spec calls this undefined)
+        return int(f) if f == f and abs(f) != float("inf") else 0
+
+
+def _from_string(x: np.ndarray, dst: np.dtype, **kw) -> np.ndarray:
+    flat = x.ravel()
+    if dst == np.bool_:
+        return np.array([_parse_float(s) != 0 for s in flat], dtype=np.bool_).reshape(x.shape)
+    if dst.kind in "iu" or _narrow_int(dst):
+        # wrap modulo 2**64, then let the integer cast discard the high bits
+        vals = np.array([_parse_int(s) % (1 << 64) for s in flat], dtype=np.uint64)
+        base = vals.astype(np.int64) if (dst.kind == "i" or _SUBBYTE_INT.get(dst, (0, False))[1]) else vals
+        return cast_array(base.reshape(x.shape), dst)
+    vals = np.array([_parse_float(s) for s in flat], dtype=np.float64).reshape(x.shape)
+    return cast_array(vals, dst, **kw)
+
+
+# ---------------------------------------------------------------- numeric
+
+def cast_array(x: np.ndarray, dst, saturate: int = 1, round_mode: str = "up",
+               fnuz_inf_to_nan: bool = False) -> np.ndarray:
+    """x converted to dtype dst following ONNX Cast semantics."""
+    dst = np.dtype(dst)
+    x = np.asarray(x)
+    src = x.dtype
+    if _is_str(dst):
+        return _to_string(x)
+    if _is_str(src):
+        return _from_string(x, dst, saturate=saturate, round_mode=round_mode,
+                            fnuz_inf_to_nan=fnuz_inf_to_nan)
+    if src == dst:
+        return x.copy()
+    with np.errstate(all="ignore"):
+        if dst == np.bool_:
+            return np.asarray(_as_compute(x) != 0)
+        if dst in _FLOAT8:
+            xf = x if src.kind == "f" else _as_compute(x).astype(
+                np.float64 if src.kind in "iu" else F32)
+            if saturate:
+                fmax = float(ml_dtypes.finfo(dst).max)
+                y = np.clip(xf, -fmax, fmax)  # NaN passes through; Inf clamps
+                if fnuz_inf_to_nan and dst in _FNUZ:
+                    y = np.where(np.isinf(xf), np.nan, y)
+                return y.astype(dst)
+            return xf.astype(dst)
+        if dst == _E8M0:
+            return _to_e8m0(_as_compute(x).astype(F32), bool(saturate), round_mode)
+        if dst.kind == "V":  # bfloat16, float4/float6, int4/uint4/int2/uint2
+            xc = _as_compute(x)
+            if dst in _SUBBYTE_INT and xc.dtype.kind == "f":
+                xc = np.trunc(xc)
+                xc = np.where(np.isfinite(xc), xc, 0).astype(np.int64)
+            elif xc.dtype == np.bool_:
+                xc = xc.astype(np.int8)
+            elif dst in _SUBBYTE_INT and xc.dtype == np.uint64:
+                xc = xc.astype(np.int64)  # wraps; the low bits are what survive
+            return xc.astype(dst)
+        return _as_compute(x).astype(dst)
+
+
+def _cast(x, to, saturate, round_mode, opset_fnuz):
+    dst = np.dtype(object) if to == TensorProto.STRING else np_dtype(to)
+    return cast_array(x, dst, saturate, round_mode, opset_fnuz)
+
+
+@op("Cast", since=6)
+def cast_6(x, *, to):
+    return _cast(x, to, 1, "up", True)
+
+
+@op("Cast", since=19)
+def cast_19(x, *, to, saturate=1):
+    return _cast(x, to, saturate, "up", True)
+
+
+@op("Cast", since=24)
+def cast_24(x, *, to, saturate=1, round_mode="up"):
+    return _cast(x, to, saturate, round_mode, False)
+
+
+@op("CastLike", since=15)
+def cast_like_15(x, target):
+    return cast_array(x, target.dtype, 1, "up", True)
+
+
+@op("CastLike", since=19)
+def cast_like_19(x, target, *, saturate=1):
+    return cast_array(x, target.dtype, saturate, "up", True)
+
+
+@op("CastLike", since=24)
+def cast_like_24(x, target, *, saturate=1, round_mode="up"):
+    return cast_array(x, target.dtype, saturate, round_mode, False)
+
+
+# ---------------------------------------------------------------- BitCast
+
+_SUBBYTE_BITS = {**{dt: b for dt, (b, _) in _SUBBYTE_INT.items()}, _FLOAT4: 4}
+
+
+def _bit_width(dt: np.dtype) -> int:
+    return _SUBBYTE_BITS.get(dt, dt.itemsize * 8)
+
+
+@op("BitCast", since=26)
+def bit_cast(x, *, to):
+    """Reinterpret the (little-endian) bits of each element as type ``to``."""
+    if to == TensorProto.STRING or _is_str(x.dtype):
+        raise TypeError("BitCast does not support string tensors")
+    dst = np_dtype(to)
+    src = x.dtype
+    if _bit_width(src) != _bit_width(dst):
+        raise ValueError(f"BitCast: {src} ({_bit_width(src)} bits) and {dst} "
+                         f"({_bit_width(dst)} bits) differ in width")
+    x = x if x.flags.c_contiguous else x.copy()
+    if src.byteorder == ">":
+        x = x.astype(src.newbyteorder("<"))
+    if dst in _SUBBYTE_BITS:
+        nbits = _bit_width(dst)
+        u = x.view(np.uint8) & np.uint8((1 << nbits) - 1)
+        if dst in _SUBBYTE_INT and _SUBBYTE_INT[dst][1]:  # sign-extend the low bits
+            half = 1 << (nbits - 1)
+            return ((u.astype(np.int8) ^ half) - half).astype(np.int8).astype(dst)
+        if dst == _FLOAT4:
+            return u.view(dst)
+        return u.astype(dst)
+    if dst == np.bool_:
+        return np.asarray(x.view(np.uint8) != 0)
+    return x.view(dst).copy()

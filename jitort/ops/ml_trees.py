@@ -1,0 +1,272 @@
+"""ai.onnx.ml tree ensembles: TreeEnsemble (opset 5), TreeEnsembleRegressor, TreeEnsembleClassifier.
+
+All three are lowered to one flat form: interior-node arrays (feature, threshold, mode, children)
+where a child is a node index >= 0 or a leaf encoded as -(leaf + 1), and per-leaf (target, weight)
+entries. Traversal advances every (sample, tree) pair one level per step, vectorized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ml import ML, apply_post_transform
+from .registry import op
+
+LEQ, LT, GTE, GT, EQ, NEQ, MEMBER = range(7)
+_MODE_NAMES = {"BRANCH_LEQ": LEQ, "BRANCH_LT": LT, "BRANCH_GTE": GTE, "BRANCH_GT": GT,
+               "BRANCH_EQ": EQ, "BRANCH_NEQ": NEQ, "BRANCH_MEMBER": MEMBER}
+_AGG_NAMES = {"AVERAGE": 0, "SUM": 1, "MIN": 2, "MAX": 3}
+
+
+@dataclass
+class Forest:
+    feat: np.ndarray  # (n_nodes,) int64
+    thr: np.ndarray  # (n_nodes,) float64
+    mode: np.ndarray  # (n_nodes,) int64
+    true_: np.ndarray  # encoded child
+    false_: np.ndarray
+    miss_true: np.ndarray  # bool
+    members: np.ndarray  # (n_nodes, width) float64 NaN-padded set values for MEMBER nodes
+    roots: np.ndarray  # encoded root of each tree
+    leaf_target: np.ndarray  # (n_entries,) target of each leaf entry
+    leaf_weight: np.ndarray
+    leaf_of_entry: np.ndarray  # (n_entries,) leaf index
+    n_leaves: int
+
+
+def _leaves(f: Forest, x: np.ndarray) -> np.ndarray:
+    """(N, T) leaf index reached by each sample in each tree."""
+    n = x.shape[0]
+    cur = np.broadcast_to(f.roots, (n, len(f.roots))).copy()
+    rows = np.broadcast_to(np.arange(n)[:, None], cur.shape)
+    for _ in range(len(f.feat) + 1):
+        act = cur >= 0
+        if not act.any():
+            break
+        nid = cur[act]
+        v = x[rows[act], f.feat[nid]]
+        t = f.thr[nid]
+        m = f.mode[nid]
+        with np.errstate(invalid="ignore"):
+            cond = np.select(
+                [m == LEQ, m == LT, m == GTE, m == GT, m == EQ, m == NEQ],
+                [v <= t, v < t, v >= t, v > t, v == t, v != t],
+                default=False)
+        if f.members.shape[1]:
+            is_mem = m == MEMBER
+            if is_mem.any():
+                cond = np.where(is_mem, (f.members[nid] == v[:, None]).any(axis=1), cond)
+        cond |= np.isnan(v) & f.miss_true[nid]
+        cur[act] = np.where(cond, f.true_[nid], f.false_[nid])
+    else:
+        raise ValueError("tree ensemble has a cycle")
+    return -cur - 1
+
+
+def _aggregate(f: Forest, x: np.ndarray, n_targets: int, agg: int, base=None) -> np.ndarray:
+    """(N, n_targets) float64 scores: SUM / AVERAGE / MIN / MAX of the reached leaves' weights."""
+    n = x.shape[0]
+    n_trees = len(f.roots)
+    if n == 0 or n_trees == 0:
+        out = np.zeros((n, n_targets))
+    else:
+        leaves = _leaves(f, x)  # (N, T)
+        if agg in (0, 1):
+            table = np.zeros((f.n_leaves, n_targets))
+            np.add.at(table, (f.leaf_of_entry, f.leaf_target), f.leaf_weight)
+            out = table[leaves].sum(axis=1)
+            if agg == 0:
+                out = out / n_trees
+        else:
+            fill = np.inf if agg == 2 else -np.inf
+            table = np.full((f.n_leaves, n_targets), fill)
+            red = np.minimum if agg == 2 else np.maximum
+            red.at(table, (f.leaf_of_entry, f.leaf_target), f.leaf_weight)
+            out = (table[leaves].min(axis=1) if agg == 2 else table[leaves].max(axis=1))
+            out = np.where(np.isinf(out) & (out == fill), 0.0, out)
+    if base is not None and len(base):
+        out = out + np.asarray(base, np.float64)
+    return out
+
+
+def _features(X: np.ndarray) -> np.ndarray:
+    x = X.astype(np.float64)
+    return x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+
+
+# ------------------------------------------------------------------ TreeEnsemble (opset 5)
+
+
+def _members(modes, membership_values, n_nodes):
+    count = int((modes == MEMBER).sum())
+    if not count:
+        return np.zeros((n_nodes, 0))
+    vals = np.asarray(membership_values, np.float64).reshape(-1)
+    sets, cur = [], []
+    for v in vals:
+        if np.isnan(v):
+            sets.append(cur)
+            cur = []
+        else:
+            cur.append(v)
+    if cur or len(sets) < count:
+        sets.append(cur)
+    width = max(1, max(len(s) for s in sets))
+    table = np.full((n_nodes, width), np.nan)
+    for node, s in zip(np.flatnonzero(modes == MEMBER), sets):
+        table[node, :len(s)] = s
+    return table
+
+
+@op("TreeEnsemble", since=5, domain=ML)
+def tree_ensemble(X, *, aggregate_function=1, leaf_targetids, leaf_weights, membership_values=None,
+                  n_targets=None, nodes_falseleafs, nodes_falsenodeids, nodes_featureids,
+                  nodes_hitrates=None, nodes_missing_value_tracks_true=None, nodes_modes,
+                  nodes_splits, nodes_trueleafs, nodes_truenodeids, post_transform=0, tree_roots):
+    modes = np.asarray(nodes_modes).reshape(-1).astype(np.int64)
+    nn = len(modes)
+
+    def enc(ids, is_leaf):
+        ids = np.asarray(ids, np.int64)
+        return np.where(np.asarray(is_leaf, bool), -ids - 1, ids)
+
+    miss = np.zeros(nn, bool) if not nodes_missing_value_tracks_true else \
+        np.asarray(nodes_missing_value_tracks_true, bool)
+    nleaf = len(leaf_targetids)
+    f = Forest(
+        feat=np.asarray(nodes_featureids, np.int64), thr=np.asarray(nodes_splits, np.float64).reshape(-1),
+        mode=modes, true_=enc(nodes_truenodeids, nodes_trueleafs),
+        false_=enc(nodes_falsenodeids, nodes_falseleafs), miss_true=miss,
+        members=_members(modes, membership_values, nn), roots=np.asarray(tree_roots, np.int64),
+        leaf_target=np.asarray(leaf_targetids, np.int64),
+        leaf_weight=np.asarray(leaf_weights, np.float64).reshape(-1),
+        leaf_of_entry=np.arange(nleaf), n_leaves=nleaf)
+    nt = n_targets if n_targets else (int(f.leaf_target.max()) + 1 if nleaf else 1)
+    scores = _aggregate(f, _features(X), nt, int(aggregate_function))
+    return np.asarray(apply_post_transform(scores, post_transform).astype(X.dtype))
+
+
+# ------------------------------------------------------------------ legacy regressor / classifier
+
+
+def _legacy_forest(nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes, nodes_values,
+                   nodes_truenodeids, nodes_falsenodeids, nodes_missing_value_tracks_true,
+                   ent_treeids, ent_nodeids, ent_targets, ent_weights) -> Forest:
+    """(treeid, nodeid)-addressed nodes with LEAF modes -> the flat Forest form."""
+    tids = np.asarray(nodes_treeids, np.int64)
+    nids = np.asarray(nodes_nodeids, np.int64)
+    modes = [str(m) for m in nodes_modes]
+    is_leaf = np.array([m == "LEAF" for m in modes], bool)
+    # every node gets a code: interior index >= 0 or -(leaf + 1)
+    interior = np.flatnonzero(~is_leaf)
+    leaf_pos = np.flatnonzero(is_leaf)
+    code = np.empty(len(tids), np.int64)
+    code[interior] = np.arange(len(interior))
+    code[leaf_pos] = -np.arange(len(leaf_pos)) - 1
+    where = {(int(t), int(n)): i for i, (t, n) in enumerate(zip(tids.tolist(), nids.tolist()))}
+
+    def child(ids):
+        ids = np.asarray(ids, np.int64)
+        return np.array([code[where[(int(tids[i]), int(ids[i]))]] for i in interior], np.int64)
+
+    children = set()
+    for i in interior:
+        children.add((int(tids[i]), int(np.asarray(nodes_truenodeids)[i])))
+        children.add((int(tids[i]), int(np.asarray(nodes_falsenodeids)[i])))
+    roots, seen = [], set()
+    for i, (t, n) in enumerate(zip(tids.tolist(), nids.tolist())):
+        if t not in seen and (t, n) not in children:
+            seen.add(t)
+            roots.append(code[i])
+    miss = (np.asarray(nodes_missing_value_tracks_true, bool) if nodes_missing_value_tracks_true
+            else np.zeros(len(tids), bool))
+    ent_leaf = np.array([-code[where[(int(t), int(n))]] - 1 for t, n in zip(ent_treeids, ent_nodeids)],
+                        np.int64)
+    return Forest(
+        feat=np.asarray(nodes_featureids, np.int64)[interior],
+        thr=np.asarray(nodes_values, np.float64).reshape(-1)[interior],
+        mode=np.array([_MODE_NAMES[modes[i]] for i in interior], np.int64),
+        true_=child(nodes_truenodeids), false_=child(nodes_falsenodeids), miss_true=miss[interior],
+        members=np.zeros((len(interior), 0)), roots=np.array(roots, np.int64),
+        leaf_target=np.asarray(ent_targets, np.int64), leaf_weight=np.asarray(ent_weights, np.float64),
+        leaf_of_entry=ent_leaf, n_leaves=len(leaf_pos))
+
+
+def _first(*vals):
+    for v in vals:
+        if v is not None and (not hasattr(v, "__len__") or len(v)):
+            return v
+    return None
+
+
+@op("TreeEnsembleRegressor", since=1, domain=ML)
+def tree_ensemble_regressor(X, *, aggregate_function="SUM", base_values=None, base_values_as_tensor=None,
+                            n_targets=None, nodes_falsenodeids=None, nodes_featureids=None,
+                            nodes_hitrates=None, nodes_hitrates_as_tensor=None,
+                            nodes_missing_value_tracks_true=None, nodes_modes=None, nodes_nodeids=None,
+                            nodes_treeids=None, nodes_truenodeids=None, nodes_values=None,
+                            nodes_values_as_tensor=None, post_transform="NONE", target_ids=None,
+                            target_nodeids=None, target_treeids=None, target_weights=None,
+                            target_weights_as_tensor=None):
+    f = _legacy_forest(nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes,
+                       _first(nodes_values_as_tensor, nodes_values), nodes_truenodeids,
+                       nodes_falsenodeids, nodes_missing_value_tracks_true, target_treeids or [],
+                       target_nodeids or [], target_ids or [],
+                       _first(target_weights_as_tensor, target_weights, []))
+    nt = n_targets or (int(max(target_ids)) + 1 if target_ids else 1)
+    scores = _aggregate(f, _features(X), nt, _AGG_NAMES[aggregate_function],
+                        _first(base_values_as_tensor, base_values))
+    return np.asarray(apply_post_transform(scores, post_transform).astype(np.float32))
+
+
+op("TreeEnsembleRegressor", since=3, domain=ML)(tree_ensemble_regressor)
+
+
+@op("TreeEnsembleClassifier", since=1, domain=ML)
+def tree_ensemble_classifier(X, *, base_values=None, base_values_as_tensor=None, class_ids=None,
+                             class_nodeids=None, class_treeids=None, class_weights=None,
+                             class_weights_as_tensor=None, classlabels_int64s=None,
+                             classlabels_strings=None, nodes_falsenodeids=None, nodes_featureids=None,
+                             nodes_hitrates=None, nodes_hitrates_as_tensor=None,
+                             nodes_missing_value_tracks_true=None, nodes_modes=None, nodes_nodeids=None,
+                             nodes_treeids=None, nodes_truenodeids=None, nodes_values=None,
+                             nodes_values_as_tensor=None, post_transform="NONE"):
+    """Sums class weights; two labels with weights on a single class is onnxruntime's binary case."""
+    labels = (np.array(classlabels_strings, dtype=object) if classlabels_strings
+              else np.asarray(classlabels_int64s or [], np.int64))
+    n_cls = len(labels)
+    weights = np.asarray(_first(class_weights_as_tensor, class_weights, []), np.float64).reshape(-1)
+    cids = np.asarray(class_ids or [], np.int64)
+    f = _legacy_forest(nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes,
+                       _first(nodes_values_as_tensor, nodes_values), nodes_truenodeids,
+                       nodes_falsenodeids, nodes_missing_value_tracks_true, class_treeids or [],
+                       class_nodeids or [], cids, weights)
+    x = _features(X)
+    raw = _aggregate(f, x, max(n_cls, 1), 1)
+    base = np.asarray(_first(base_values_as_tensor, base_values, []), np.float64).reshape(-1)
+    binary = n_cls == 2 and len(set(cids.tolist())) == 1
+    if not binary:
+        scores = raw + base if len(base) else raw
+        scores = apply_post_transform(scores, post_transform)
+        arg = np.argmax(scores, axis=1) if n_cls else np.zeros(len(x), np.int64)
+        return labels[arg], np.asarray(scores.astype(np.float32))
+    # binary: a single score column (the used class), label by threshold
+    cls = int(cids[0])
+    s = raw[:, cls] + (base[0] if len(base) else 0.0)  # onnxruntime adds base_values[0]
+    positive = bool((weights >= 0).all())
+    lab = np.where(s > (0.5 if positive else 0.0), labels[1], labels[0])
+    if post_transform == "PROBIT":
+        scores = np.stack([apply_post_transform(s, "PROBIT"), np.zeros_like(s)], axis=1)
+    elif positive:
+        scores = apply_post_transform(np.stack([1 - s, s], axis=1), post_transform)
+    elif post_transform == "LOGISTIC":
+        scores = np.stack([apply_post_transform(-s, "LOGISTIC"), apply_post_transform(s, "LOGISTIC")], 1)
+    else:
+        scores = apply_post_transform(np.stack([-s, s], axis=1), post_transform)
+    return labels[lab.astype(np.int64) if False else np.where(lab == labels[1], 1, 0)], \
+        np.asarray(scores.astype(np.float32))
+
+
+op("TreeEnsembleClassifier", since=3, domain=ML)(tree_ensemble_classifier)
