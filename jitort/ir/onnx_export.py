@@ -89,9 +89,11 @@ def export_model(model: Model | Graph, ir_version: int | None = None) -> onnx.Mo
         graph_proto(g),
         opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
         producer_name=model.producer_name or "jitort",
-        producer_version=model.producer_version or None,
-        doc_string=model.doc or None,
     )
+    if model.producer_version:
+        m.producer_version = model.producer_version
+    if model.doc:
+        m.doc_string = model.doc
     m.ir_version = ir_version or max(model.ir_version, 3)
     if model.domain:
         m.domain = model.domain

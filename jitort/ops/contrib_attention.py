@@ -277,3 +277,96 @@ def rotary_embedding_ms(x, position_ids, cos_cache, sin_cache, *, interleaved=0,
     if w.ndim == 3:
         y = y.transpose(0, 2, 1, 3).reshape(b, s, -1)
     return like(y, x.dtype)
+
+
+# ------------------------------------------------------------------ GroupQueryAttention
+
+def _gqa_infer(ctx, query, key=None, value=None, past_key=None, *_, num_heads, kv_num_heads, **__):
+    qs, ks, ps = shape_of(query), shape_of(key), shape_of(past_key)
+    dt = dtype_of(query)
+    if qs is None:
+        return [tt(dt, None)] * max(1, ctx.num_outputs or 1)
+    b, s = qs[0], qs[1]
+    if ks is None and isinstance(qs[2], int):
+        h = qs[2] // (num_heads + 2 * kv_num_heads)
+    else:
+        h = qs[2] // num_heads if isinstance(qs[2], int) else None
+    out = (b, s, None if h is None else h * num_heads)
+    present = (b, kv_num_heads, None, h)  # max(past buffer, total_sequence_length): known only at run time
+    outs = [tt(dt, out), tt(dtype_of(past_key) or dt, present), tt(dtype_of(past_key) or dt, present)]
+    return outs[: max(1, ctx.num_outputs or 1)]
+
+
+@op("GroupQueryAttention", domain=MS, infer=_gqa_infer)
+def group_query_attention(ctx, query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
+                          cos_cache=None, sin_cache=None, position_ids=None, attention_bias=None, head_sink=None,
+                          k_scale=None, v_scale=None, q_norm_weight=None, k_norm_weight=None, query_seqlens=None, *,
+                          num_heads, kv_num_heads, scale=0.0, softcap=0.0, local_window_size=-1, do_rotary=0,
+                          rotary_interleaved=0, causal=1, smooth_softmax=-1, qk_output=0, sliding_window_cache=0,
+                          kv_cache_bit_width=0, k_quant_type="NONE", v_quant_type="NONE", qk_norm_epsilon=1e-6,
+                          q_norm_epsilon=0.0, k_norm_epsilon=0.0):
+    """Grouped-query attention with a BNSH float KV cache (onnxruntime CPU semantics).
+
+    Batch entry b holds seqlens_k[b] + 1 tokens after this step; its S new rows go at positions
+    [total_b - S, total_b) (a first prompt of a right-padded batch starts at 0)."""
+    unsupported = {"k_scale/v_scale (quantized cache)": k_scale is not None or v_scale is not None,
+                   "q/k_norm_weight": q_norm_weight is not None or k_norm_weight is not None,
+                   "query_seqlens": query_seqlens is not None, "sliding_window_cache": bool(sliding_window_cache),
+                   "quantized cache types": k_quant_type != "NONE" or v_quant_type != "NONE",
+                   "qk_output": bool(qk_output), "head_sink/smooth_softmax": head_sink is not None
+                   or smooth_softmax == 1, "causal=0": not causal}
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise NotImplementedError(f"GroupQueryAttention: {', '.join(bad)} not supported")
+    qw = wide(query).astype(np.float32, copy=False)
+    b, s, _ = qw.shape
+    if key is None:  # packed QKV
+        h = qw.shape[2] // (num_heads + 2 * kv_num_heads)
+        qd, kd = num_heads * h, kv_num_heads * h
+        q, k, v = qw[..., :qd], qw[..., qd:qd + kd], qw[..., qd + kd:]
+    else:
+        h = qw.shape[2] // num_heads
+        q, k, v = qw, wide(key).astype(np.float32), wide(value).astype(np.float32)
+    q, k, v = _heads(q, num_heads), _heads(k, kv_num_heads), _heads(v, kv_num_heads)
+    total = np.asarray(seqlens_k).astype(np.int64).reshape(b) + 1
+    tsl = int(np.asarray(total_sequence_length).reshape(-1)[0])
+    pbuf = 0 if past_key is None else past_key.shape[2]
+    first_prompt = pbuf == 0 and s == tsl
+    start = np.zeros(b, np.int64) if first_prompt else total - s  # absolute position of query row 0
+    if do_rotary:
+        if position_ids is not None:
+            pos = np.broadcast_to(np.asarray(position_ids).astype(np.int64), (b, s))
+        else:
+            pos = start[:, None] + np.arange(s)[None, :]
+        half = cos_cache.shape[-1]
+        cos = wide(cos_cache)[pos][:, None, :, :half]
+        sin = wide(sin_cache)[pos][:, None, :, :half]
+        q = _rope(q, cos, sin, rotary_interleaved)
+        k = _rope(k, cos, sin, rotary_interleaved)
+    cap = max(pbuf, tsl)
+    pk = np.zeros((b, kv_num_heads, cap, h), np.float32)
+    pv = np.zeros_like(pk)
+    if past_key is not None:
+        pk[:, :, :pbuf] = wide(past_key)
+        pv[:, :, :pbuf] = wide(past_value)
+    rows = start[:, None] + np.arange(s)[None, :]  # (B, S) cache rows of the new tokens
+    bi = np.arange(b)[:, None]
+    pk[bi, :, rows] = k.transpose(0, 2, 1, 3)
+    pv[bi, :, rows] = v.transpose(0, 2, 1, 3)
+    g = num_heads // kv_num_heads
+    kk, vv = np.repeat(pk, g, axis=1), np.repeat(pv, g, axis=1)
+    j = np.arange(cap)[None, None, :]
+    qpos = rows[:, :, None]
+    keep = (j <= qpos) & (j < total[:, None, None])
+    if local_window_size is not None and local_window_size > 0:
+        keep &= j > qpos - local_window_size
+    scores = np.matmul(q, np.swapaxes(kk, -1, -2)) * np.float32(scale if scale else 1.0 / math.sqrt(h))
+    if softcap and softcap > 0:
+        scores = np.float32(softcap) * np.tanh(scores / np.float32(softcap))
+    if attention_bias is not None:
+        scores = scores + wide(attention_bias)[..., :cap]
+    scores = np.where(keep[:, None], scores, -np.inf)
+    probs = _softmax(scores)
+    out = np.matmul(probs, vv)
+    dt = query.dtype
+    return like(_merge(out), dt), like(pk, dt), like(pv, dt)

@@ -244,29 +244,47 @@ def tree_ensemble_classifier(X, *, base_values=None, base_values_as_tensor=None,
                        nodes_falsenodeids, nodes_missing_value_tracks_true, class_treeids or [],
                        class_nodeids or [], cids, weights)
     x = _features(X)
-    raw = _aggregate(f, x, max(n_cls, 1), 1)
+    k = max(n_cls, 1)
+    raw = _aggregate(f, x, k, 1)
+    hits = _aggregate(Forest(**{**f.__dict__, "leaf_weight": np.ones(len(cids))}), x, k, 1) > 0
     base = np.asarray(_first(base_values_as_tensor, base_values, []), np.float64).reshape(-1)
-    binary = n_cls == 2 and len(set(cids.tolist())) == 1
-    if not binary:
-        scores = raw + base if len(base) else raw
-        scores = apply_post_transform(scores, post_transform)
-        arg = np.argmax(scores, axis=1) if n_cls else np.zeros(len(x), np.int64)
+    if n_cls != 2:
+        if len(base):
+            raw, hits = raw + base, np.ones_like(hits)
+        arg = np.argmax(np.where(hits, raw, -np.inf), axis=1) if n_cls else np.zeros(len(x), np.int64)
+        scores = apply_post_transform(raw, post_transform)
         return labels[arg], np.asarray(scores.astype(np.float32))
-    # binary: a single score column (the used class), label by threshold
-    cls = int(cids[0])
-    s = raw[:, cls] + (base[0] if len(base) else 0.0)  # onnxruntime adds base_values[0]
-    positive = bool((weights >= 0).all())
-    lab = np.where(s > (0.5 if positive else 0.0), labels[1], labels[0])
-    if post_transform == "PROBIT":
-        scores = np.stack([apply_post_transform(s, "PROBIT"), np.zeros_like(s)], axis=1)
-    elif positive:
-        scores = apply_post_transform(np.stack([1 - s, s], axis=1), post_transform)
-    elif post_transform == "LOGISTIC":
-        scores = np.stack([apply_post_transform(-s, "LOGISTIC"), apply_post_transform(s, "LOGISTIC")], 1)
+    return _binary(raw, hits, base, labels, cids, weights, post_transform)
+
+
+def _binary(raw, hits, base, labels, cids, weights, post_transform):
+    """Two class labels, replicating onnxruntime's score layout and thresholds."""
+    s0, s1 = raw[:, 0].copy(), raw[:, 1].copy()
+    h0, h1 = hits[:, 0], hits[:, 1]
+    if len(base) == 2:
+        s1 = np.where(h1, base[1] + s0, s1 + base[1])
+        s0 = np.where(h1, -s1, s0 + base[0])
+        two = np.ones(len(s0), bool)
     else:
-        scores = apply_post_transform(np.stack([-s, s], axis=1), post_transform)
-    return labels[lab.astype(np.int64) if False else np.where(lab == labels[1], 1, 0)], \
-        np.asarray(scores.astype(np.float32))
+        if len(base) == 1:
+            s0 = s0 + base[0]
+        two = h1
+    pos = np.where(two & h1, s1, np.where(h0 | (len(base) > 0), s0, 0.0))
+    single_class = len(set(cids.tolist())) == 1
+    positive = bool((weights >= 0).all())
+    thr = 0.5 if (single_class and positive) else 0.0
+    lab = np.where(pos > thr, labels[1], labels[0])
+    z2 = apply_post_transform(np.stack([s0, s1], axis=1), post_transform)
+    if post_transform == "PROBIT":
+        z1 = np.stack([apply_post_transform(s0, "PROBIT"), np.zeros_like(s0)], axis=1)
+    elif single_class and positive:
+        z1 = np.stack([1 - s0, s0], axis=1)
+    elif post_transform == "LOGISTIC":
+        z1 = np.stack([apply_post_transform(-s0, "LOGISTIC"), apply_post_transform(s0, "LOGISTIC")], 1)
+    else:
+        z1 = np.stack([-s0, s0], axis=1)
+    scores = np.where(two[:, None], z2, z1)
+    return np.asarray(lab, dtype=labels.dtype), np.asarray(scores.astype(np.float32))
 
 
 op("TreeEnsembleClassifier", since=3, domain=ML)(tree_ensemble_classifier)
