@@ -52,6 +52,21 @@ def masked_softmax(s: np.ndarray) -> np.ndarray:
     return s
 
 
+def _round(x: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """Round float32 values to a half type's precision, keeping float32 storage."""
+    return x.astype(dt).astype(np.float32)
+
+
+def _masked_softmax_rounded(s: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """masked_softmax with every elementwise step rounded to ``dt`` (Softmax run in T)."""
+    m = np.max(s, axis=-1, keepdims=True)
+    m[~np.isfinite(m)] = 0
+    e = _round(np.exp(_round(s - m, dt)), dt)
+    tot = _round(np.sum(e, axis=-1, keepdims=True), dt)
+    tot[tot == 0] = 1
+    return _round(e / tot, dt)
+
+
 def _neg_inf_where(allowed: np.ndarray, dt: np.dtype) -> np.ndarray:
     return np.where(allowed, dt.type(0), dt.type(-np.inf))
 
@@ -128,6 +143,8 @@ def attention(ctx, q_in, k_in, v_in, attn_mask=None, past_key=None, past_value=N
         qs = q.astype(dt) * dt.type(sc)
         ks = k.astype(dt, copy=False)
     s = grouped_matmul(qs, ks.swapaxes(-1, -2))
+    if half:
+        s = _round(s, out_dt)
     want_qk = ctx.num_outputs > 3
     qk_out = s.copy() if want_qk and qk_matmul_output_mode == 0 else None
     if softcap and softcap > 0:
@@ -162,7 +179,10 @@ def attention(ctx, q_in, k_in, v_in, attn_mask=None, past_key=None, past_value=N
             s = s.astype(sp)
             if s.dtype != np.float64:
                 s = s.astype(np.float32)
-    p = masked_softmax(s)
+    if half and softmax_precision is None:
+        p = _masked_softmax_rounded(s, out_dt)
+    else:
+        p = masked_softmax(s)
     if dead_rows is not None:
         p = np.where(dead_rows, p.dtype.type(0), p)
     if want_qk and qk_matmul_output_mode == 3:

@@ -346,9 +346,10 @@ def group_query_attention(ctx, query, key, value, past_key, past_value, seqlens_
     cap = max(pbuf, tsl)
     pk = np.zeros((b, kv_num_heads, cap, h), np.float32)
     pv = np.zeros_like(pk)
-    if past_key is not None:
-        pk[:, :, :pbuf] = wide(past_key)
-        pv[:, :, :pbuf] = wide(past_value)
+    if past_key is not None:  # only each entry's past rows [0, start_b) carry over; the rest stays 0
+        old = (np.arange(pbuf)[None, :] < start[:, None])[:, None, :, None]
+        pk[:, :, :pbuf] = np.where(old, wide(past_key), 0)
+        pv[:, :, :pbuf] = np.where(old, wide(past_value), 0)
     rows = start[:, None] + np.arange(s)[None, :]  # (B, S) cache rows of the new tokens
     bi = np.arange(b)[:, None]
     pk[bi, :, rows] = k.transpose(0, 2, 1, 3)

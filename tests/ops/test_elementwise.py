@@ -327,7 +327,7 @@ def test_isinf_isnan(dtype):
 
 @pytest.mark.parametrize("dtype", FLOATS + [np.dtype(np.int32), np.dtype(np.uint8)], ids=str)
 def test_variadic(dtype):
-    shapes = [(3, 1, 4), (4,), (2, 1, 1)]
+    shapes = [(3, 1, 4), (4,), (2, 1, 1, 1)]
     for n in (1, 2, 3):
         xs = [rand(s, dtype, -3, 3) for s in shapes[:n]]
         if dtype.kind in "iu":
