@@ -52,21 +52,6 @@ def masked_softmax(s: np.ndarray) -> np.ndarray:
     return s
 
 
-def _round(x: np.ndarray, dt: np.dtype) -> np.ndarray:
-    """Round float32 values to a half type's precision, keeping float32 storage."""
-    return x.astype(dt).astype(np.float32)
-
-
-def _masked_softmax_rounded(s: np.ndarray, dt: np.dtype) -> np.ndarray:
-    """masked_softmax with every elementwise step rounded to ``dt`` (Softmax run in T)."""
-    m = np.max(s, axis=-1, keepdims=True)
-    m[~np.isfinite(m)] = 0
-    e = _round(np.exp(_round(s - m, dt)), dt)
-    tot = _round(np.sum(e, axis=-1, keepdims=True), dt)
-    tot[tot == 0] = 1
-    return _round(e / tot, dt)
-
-
 def _neg_inf_where(allowed: np.ndarray, dt: np.dtype) -> np.ndarray:
     return np.where(allowed, dt.type(0), dt.type(-np.inf))
 
@@ -134,17 +119,8 @@ def attention(ctx, q_in, k_in, v_in, attn_mask=None, past_key=None, past_value=N
     sk = k.shape[2]
     sc = 1.0 / np.sqrt(d) if scale is None else float(scale)
 
-    half = out_dt != dt  # float16/bfloat16: round where the ONNX function body casts to T
-    if half:  # Q and K are each scaled by sqrt(scale) in T, as the spec's function body does
-        rs = out_dt.type(np.sqrt(sc))
-        qs = (q * rs).astype(dt)
-        ks = (k * rs).astype(dt)
-    else:
-        qs = q.astype(dt) * dt.type(sc)
-        ks = k.astype(dt, copy=False)
-    s = grouped_matmul(qs, ks.swapaxes(-1, -2))
-    if half:
-        s = _round(s, out_dt)
+    qs = q.astype(dt) * dt.type(sc)  # half types: all math in float32, one rounding at the end
+    s = grouped_matmul(qs, k.astype(dt, copy=False).swapaxes(-1, -2))
     want_qk = ctx.num_outputs > 3
     qk_out = s.copy() if want_qk and qk_matmul_output_mode == 0 else None
     if softcap and softcap > 0:
@@ -179,16 +155,11 @@ def attention(ctx, q_in, k_in, v_in, attn_mask=None, past_key=None, past_value=N
             s = s.astype(sp)
             if s.dtype != np.float64:
                 s = s.astype(np.float32)
-    if half and softmax_precision is None:
-        p = _masked_softmax_rounded(s, out_dt)
-    else:
-        p = masked_softmax(s)
+    p = masked_softmax(s)
     if dead_rows is not None:
         p = np.where(dead_rows, p.dtype.type(0), p)
     if want_qk and qk_matmul_output_mode == 3:
         qk_out = p
-    if half:
-        p = p.astype(out_dt).astype(dt)
     y = grouped_matmul(p.astype(dt, copy=False), v.astype(dt, copy=False))
     if three_d:
         y = y.transpose(0, 2, 1, 3).reshape(b, sq, -1)

@@ -117,14 +117,18 @@ def _conv(x, w, b, *, auto_pad, dilations, group, kernel_shape, pads, strides):
     if N == 0 or L == 0 or M == 0:
         y = np.zeros((N, M, *out), x.dtype)
     elif Cg == 1 and G > 1 and K > 1:
-        # depthwise: accumulate over the kernel taps, broadcasting the channel multiplier Mg
+        # depthwise: accumulate over the kernel taps; one pass per channel multiplier (kept 4-D:
+        # NumPy iterates broadcast 5-D operands much slower)
         wg = w.reshape(G, Mg, K)
-        acc = np.zeros((N, G, Mg, *out), x.dtype)
-        xg = xp.reshape(N, G, 1, *xp.shape[2:])
+        acc = np.zeros((Mg, N, G, *out), x.dtype)
+        tmp = np.empty((N, G, *out), x.dtype)
+        bshape = (G,) + (1,) * n_sp
         for t, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
-            wt = wg[:, :, t].reshape(G, Mg, *([1] * n_sp))
-            acc += xg[tap_slices(out, s, d, tap, 3)] * wt
-        y = acc.reshape(N, M, *out)
+            xv = xp[tap_slices(out, s, d, tap, 2)]
+            for m in range(Mg):
+                np.multiply(xv, np.ascontiguousarray(wg[:, m, t]).reshape(bshape), out=tmp)
+                acc[m] += tmp
+        y = acc.transpose(1, 2, 0, *range(3, 3 + n_sp)).reshape(N, M, *out) if Mg > 1 else acc[0]
     else:
         if K == 1:
             col = xp[tap_slices(out, s, d, (0,) * n_sp, 2)].reshape(N, G, Cg, L)

@@ -32,9 +32,12 @@ def _narrow(dtype: np.dtype) -> bool:
 def _norm_index(idx, dim, what="index"):
     """Indices as intp with negatives wrapped; raises IndexError when out of [-dim, dim)."""
     idx = np.asarray(idx).astype(np.intp, copy=False)
-    if idx.size and (idx.min() < -dim or idx.max() >= dim):
+    if not idx.size:
+        return idx
+    lo = idx.min()
+    if lo < -dim or idx.max() >= dim:
         raise IndexError(f"{what} out of range for a dimension of size {dim}")
-    return np.where(idx < 0, idx + dim, idx)
+    return idx + (idx < 0) * dim if lo < 0 else idx
 
 
 # ---------------------------------------------------------------- Gather family
@@ -43,16 +46,31 @@ def _norm_index(idx, dim, what="index"):
 @op("Gather", since=1)
 def gather(data, indices, *, axis=0):
     a = _axis(axis, data.ndim)
-    return np.take(data, _norm_index(indices, data.shape[a]), axis=a)
+    idx = _norm_index(indices, data.shape[a])
+    # 1-D index then reshape: np.take with a 0-d index would return a NumPy scalar
+    out = np.take(data, idx.reshape(-1), axis=a)
+    return out.reshape(data.shape[:a] + idx.shape + data.shape[a + 1:])
+
+
+def _along_axis_offsets(shape, idx, a):
+    """Row-major element offsets into a C-contiguous array of `shape` for every position of
+    idx (an index tensor along axis a, other dims no larger than shape's)."""
+    strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
+    lin = idx * strides[a]
+    for d, n in enumerate(idx.shape):
+        if d != a and n > 1:
+            lin = lin + (np.arange(n, dtype=np.intp) * strides[d]).reshape([-1 if j == d else 1 for j in range(idx.ndim)])
+    return np.broadcast_to(lin, idx.shape)
 
 
 @op("GatherElements", since=11)
 def gather_elements(data, indices, *, axis=0):
     a = _axis(axis, data.ndim)
     idx = _norm_index(indices, data.shape[a])
-    # indices may be smaller than data on the other axes: use the matching corner of data
-    data = data[tuple(slice(None) if i == a else slice(0, s) for i, s in enumerate(idx.shape))]
-    return np.take_along_axis(data, idx, axis=a)
+    if any(i > d for j, (i, d) in enumerate(zip(idx.shape, data.shape)) if j != a) or idx.ndim != data.ndim:
+        raise ValueError("GatherElements: indices shape exceeds data shape")
+    lin = _along_axis_offsets(data.shape, idx, a)
+    return np.take(np.ascontiguousarray(data).reshape(-1), lin.reshape(-1)).reshape(idx.shape)
 
 
 def _flat_nd_index(indices, dims):
@@ -100,21 +118,21 @@ def gather_nd_12(data, indices, *, batch_dims=0):
 _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
-def _scatter_into(out, where, updates, reduction):
-    """out[where] = updates, or ufunc.at(out, where, updates) for a reduction (in place)."""
+def _scatter_flat(out, lin, updates, reduction):
+    """Scatter into the 1-D view `out` at element offsets lin: assign, or ufunc.at (which applies
+    duplicates in order, like a sequential loop)."""
     if reduction in (None, "none"):
-        out[where] = updates
-        return out
+        out[lin] = updates
+        return
     fn = _REDUCE.get(reduction)
     if fn is None:
         raise ValueError(f"unknown reduction {reduction!r}")
     if _ml(out.dtype):  # ufunc.at on ml_dtypes: go through float32
         tmp = out.astype(np.float32)
-        fn.at(tmp, where, updates.astype(np.float32))
+        fn.at(tmp, lin, updates.astype(np.float32))
         out[...] = tmp.astype(out.dtype)
-        return out
-    fn.at(out, where, updates)
-    return out
+    else:
+        fn.at(out, lin, updates)
 
 
 def _scatter_elements(data, indices, updates, axis=0, reduction="none"):
@@ -122,10 +140,11 @@ def _scatter_elements(data, indices, updates, axis=0, reduction="none"):
     idx = _norm_index(indices, data.shape[a])
     if updates.shape != idx.shape:
         raise ValueError("ScatterElements: updates and indices shapes differ")
-    grid = [np.arange(s, dtype=np.intp).reshape([-1 if j == i else 1 for j in range(idx.ndim)])
-            for i, s in enumerate(idx.shape)]
-    grid[a] = idx
-    return _scatter_into(data.copy(), tuple(grid), updates, reduction)
+    if idx.ndim != data.ndim or any(i > d for j, (i, d) in enumerate(zip(idx.shape, data.shape)) if j != a):
+        raise ValueError("ScatterElements: indices shape exceeds data shape")
+    out = np.array(data, order="C", copy=True)
+    _scatter_flat(out.reshape(-1), _along_axis_offsets(data.shape, idx, a).reshape(-1), updates.reshape(-1), reduction)
+    return out
 
 
 @op("Scatter", since=9)
@@ -149,18 +168,21 @@ def _scatter_nd(data, indices, updates, reduction="none"):
     if updates.shape != indices.shape[:-1] + tail:
         raise ValueError("ScatterND: updates shape must be indices.shape[:-1] + data.shape[m:]")
     n = math.prod(indices.shape[:-1])
-    out = data.copy()
-    upd = updates.reshape((n,) + tail)
-    if m == 0:  # every update addresses the whole tensor
-        if n == 0:
-            return out
-        if reduction in (None, "none"):
-            out[...] = upd[-1]
-            return out
-        return _scatter_into(out[None], (np.zeros(n, np.intp),), upd, reduction)[0]
-    lin = _flat_nd_index(indices.reshape(n, m), data.shape[:m])
-    flat = out.reshape((-1,) + tail)  # a view: out is contiguous
-    _scatter_into(flat, (lin,), upd, reduction)
+    t = math.prod(tail)
+    out = np.array(data, order="C", copy=True)
+    if out.size == 0 or n == 0:
+        if m and n:
+            _flat_nd_index(indices.reshape(n, m), data.shape[:m])  # still bounds-check
+        return out
+    if m:
+        rows = _flat_nd_index(indices.reshape(n, m), data.shape[:m])
+    else:  # every update addresses the whole tensor
+        rows = np.zeros(n, np.intp)
+    if reduction in (None, "none"):  # whole rows at once
+        out.reshape((-1, t))[rows] = updates.reshape(n, t)
+        return out
+    lin = (rows[:, None] * t + np.arange(t, dtype=np.intp)).reshape(-1)  # element offsets: ufunc.at fast path
+    _scatter_flat(out.reshape(-1), lin, updates.reshape(-1), reduction)
     return out
 
 
@@ -194,10 +216,11 @@ def tensor_scatter(past_cache, update, write_indices=None, *, mode="linear", axi
         raise ValueError(f"TensorScatter: unknown mode {mode!r}")
     if pos.size and (pos.min() < 0 or pos.max() >= L):
         raise IndexError("TensorScatter: write position out of range (linear mode)")
-    shape = [1] * r
-    shape[0], shape[a] = B, S
     out = past_cache.copy()
-    np.put_along_axis(out, np.broadcast_to(pos.reshape(shape), update.shape), update, axis=a)
+    # advanced indices on dims 0 and a (B, S) broadcast to the front of the indexed result
+    where = [slice(None)] * r
+    where[0], where[a] = np.arange(B)[:, None], pos
+    out[tuple(where)] = np.moveaxis(update, a, 1) if a > 1 else update
     return out
 
 
@@ -223,21 +246,57 @@ def non_zero(x):
     return np.stack(np.nonzero(x)).astype(_I64, copy=False).reshape(x.ndim, -1)
 
 
+def _order_key(x, largest):
+    """A key whose ascending order is the wanted order (ties keep ascending index)."""
+    key = x.astype(np.float32) if _ml(x.dtype) else x
+    if not largest:
+        return key
+    if key.dtype.kind == "f":
+        return -key
+    if key.dtype.kind in "iu":
+        return ~key  # order-reversing and overflow-free
+    return None
+
+
+def _smallest_k(key, k):
+    """Indices (last axis) of the k smallest of each row of a 2-D key, ascending, stable."""
+    rows, n = key.shape
+    if k == 0 or rows == 0:
+        return np.zeros((rows, k), np.intp)
+    if 4 * k < n and not (key.dtype.kind == "f" and np.isnan(key).any()):
+        # partial selection: everything below the k-th value, then the lowest-indexed ties
+        kth = np.partition(key, k - 1, axis=1)[:, k - 1:k]
+        below = key < kth
+        tie = key == kth
+        need = k - below.sum(axis=1, keepdims=True)
+        pick = below | tie
+        extra = np.flatnonzero(tie.sum(axis=1, keepdims=True) > need)
+        if extra.size:  # rows with surplus ties at the k-th value: keep the lowest indices
+            t = tie[extra]
+            pick[extra] = below[extra] | (t & (np.cumsum(t, axis=1, dtype=np.int32) <= need[extra]))
+        cand = np.nonzero(pick)[1].reshape(rows, k)  # per row, in index order
+        sub = np.take_along_axis(key, cand, axis=1)
+        return np.take_along_axis(cand, np.argsort(sub, axis=1, kind="stable"), axis=1)
+    return np.argsort(key, axis=1, kind="stable")[:, :k]
+
+
 def _topk(x, k, axis=-1, largest=1, sorted_=1):
     a = _axis(axis, x.ndim)
     n = x.shape[a]
     k = int(np.asarray(k).reshape(-1)[0])
     if not 0 <= k <= n:
         raise ValueError(f"TopK: k={k} out of range for axis of size {n}")
-    key = x.astype(np.float32) if _ml(x.dtype) else x
-    if largest:
-        # stable ascending sort of the reversed axis, read backwards: descending values with
-        # ties in ascending index order
-        order = np.flip(np.argsort(np.flip(key, a), axis=a, kind="stable"), a)
-        idx = (n - 1) - np.take(order, np.arange(k), axis=a)
+    key = _order_key(x, largest)
+    moved = np.moveaxis(x if key is None else key, a, -1)
+    lead = moved.shape[:-1]
+    flat = moved.reshape(-1, n)
+    if key is None:  # no order-reversing key (bool): stable sort of the reversed rows
+        order = np.flip(np.argsort(np.flip(flat, 1), axis=1, kind="stable"), 1)[:, :k]
+        idx = (n - 1) - order
     else:
-        idx = np.take(np.argsort(key, axis=a, kind="stable"), np.arange(k), axis=a)
-    return np.take_along_axis(x, idx, axis=a), idx.astype(_I64, copy=False)
+        idx = _smallest_k(flat, k)
+    idx = np.moveaxis(idx.reshape(lead + (k,)), -1, a)
+    return np.take_along_axis(x, idx, axis=a), idx.astype(_I64)
 
 
 @op("TopK", since=1)
@@ -322,6 +381,11 @@ def reverse_sequence(x, sequence_lens, *, batch_axis=1, time_axis=0):
     t = np.arange(T, dtype=np.int64)[None, :]
     L = lens[:, None]
     src = np.where(t < L, L - 1 - t, t)  # (B, T): source time step of each output step
+    b = np.arange(B)[:, None]
+    where = [slice(None)] * x.ndim
+    where[ba], where[ta] = (b, src) if ba < ta else (b.T, src.T)
+    if abs(ba - ta) == 1:  # adjacent advanced indices keep their place: one gather of rows
+        return x[tuple(where)]
     shape = [1] * x.ndim
     shape[ba], shape[ta] = B, T
     src = (src if ba < ta else src.T).reshape(shape)

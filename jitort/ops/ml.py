@@ -107,19 +107,19 @@ def scaler(X, *, offset=None, scale=None):
 def normalizer(X, *, norm="MAX"):
     x = _fl(X)
     x2 = x if x.ndim > 1 else x.reshape(1, -1)
-    if norm == "MAX":
-        d = np.abs(x2).max(axis=-1, keepdims=True) if x2.shape[-1] else np.ones(x2.shape[:-1] + (1,))
+    if norm == "MAX":  # the signed maximum, as the spec and onnxruntime define it
+        d = x2.max(axis=-1, keepdims=True) if x2.shape[-1] else np.ones(x2.shape[:-1] + (1,))
     elif norm == "L1":
         d = np.abs(x2).sum(axis=-1, keepdims=True)
     elif norm == "L2":
         d = np.sqrt(np.square(x2).sum(axis=-1, keepdims=True))
     else:
         raise ValueError(f"Normalizer: unknown norm {norm!r}")
-    y = x2 / np.maximum(d, 1e-30)
+    y = x2 / np.where(d == 0, 1.0, d)  # an all-zero (or zero-max) row is left as is
     return np.asarray(y.reshape(x.shape).astype(np.float32))
 
 
-def _lookup(x: np.ndarray, keys: np.ndarray):
+def _lookup(x: np.ndarray, keys: np.ndarray, nan_matches: bool = True):
     """Position of each x in ``keys`` (first occurrence) and a found mask; vectorized for numbers."""
     flat = x.reshape(-1)
     if keys.dtype == object or flat.dtype == object or flat.dtype.kind in "US":
@@ -135,7 +135,7 @@ def _lookup(x: np.ndarray, keys: np.ndarray):
     i = np.clip(np.searchsorted(ks, v, side="left"), 0, max(len(ks) - 1, 0))
     found = (ks[i] == v) if len(ks) else np.zeros(v.shape, bool)
     pos = np.where(found, order[i] if len(ks) else 0, -1)
-    if k.dtype.kind == "f":  # NaN keys match NaN inputs
+    if k.dtype.kind == "f" and nan_matches:  # NaN keys match NaN inputs
         nan_keys = np.flatnonzero(np.isnan(k))
         if nan_keys.size:
             isn = np.isnan(v)
@@ -235,9 +235,9 @@ def label_encoder_1(X, *, classes_strings=None, default_int64=-1, default_string
     return out
 
 
-def _encode(X, keys: np.ndarray, values: np.ndarray, default):
+def _encode(X, keys: np.ndarray, values: np.ndarray, default, nan_matches=True):
     x = X.astype(object) if (X.dtype == object or X.dtype.kind in "US") else X
-    pos, found = _lookup(x, keys)
+    pos, found = _lookup(x, keys, nan_matches)
     if values.dtype == object:
         out = np.empty(X.shape, object)
         out[...] = default
@@ -262,7 +262,7 @@ def label_encoder_2(X, *, default_float=-0.0, default_int64=-1, default_string=_
     keys, values, default = _v2_tables(keys_floats, keys_int64s, keys_strings, values_floats,
                                        values_int64s, values_strings, default_float, default_int64,
                                        default_string)
-    return _encode(X, keys, values, default)
+    return _encode(X, keys, values, default, nan_matches=False)  # v2: NaN matches nothing
 
 
 def _v2_tables(keys_floats, keys_int64s, keys_strings, values_floats, values_int64s, values_strings,
@@ -360,13 +360,9 @@ def linear_classifier(X, *, coefficients, classlabels_ints=None, classlabels_str
         else:
             pos, neg = ("1", "0") if classlabels_strings else (1, 0)
         lab = np.where(s > 0, pos, neg)
-        if n_cls == 2:
-            if post_transform == "NONE":
-                scores = np.stack([-s, s], axis=1)
-            elif post_transform == "LOGISTIC":
-                scores = np.stack([apply_post_transform(-s, "LOGISTIC"), apply_post_transform(s, "LOGISTIC")], 1)
-            else:
-                scores = apply_post_transform(np.stack([-s, s], axis=1), post_transform)
+        if n_cls == 2:  # onnxruntime: [1 - s, s], or [1 - p, p] with p = logistic(s)
+            p = apply_post_transform(s, post_transform) if post_transform in ("LOGISTIC", "PROBIT") else s
+            scores = np.stack([1 - p, p], axis=1)
         else:
             scores = apply_post_transform(scores, post_transform)
     else:

@@ -66,13 +66,20 @@ def _leaves(f: Forest, x: np.ndarray) -> np.ndarray:
 
 
 def _aggregate(f: Forest, x: np.ndarray, n_targets: int, agg: int, base=None) -> np.ndarray:
-    """(N, n_targets) float64 scores: SUM / AVERAGE / MIN / MAX of the reached leaves' weights."""
+    """(N, n_targets) float64 scores: SUM / AVERAGE / MIN / MAX of the reached leaves' weights.
+
+    A target no reached leaf contributes to scores 0 and gets no base value (onnxruntime).
+    """
     n = x.shape[0]
     n_trees = len(f.roots)
+    hit = np.zeros((n, n_targets), bool)
     if n == 0 or n_trees == 0:
         out = np.zeros((n, n_targets))
     else:
         leaves = _leaves(f, x)  # (N, T)
+        count = np.zeros((f.n_leaves, n_targets))
+        np.add.at(count, (f.leaf_of_entry, f.leaf_target), 1.0)
+        hit = count[leaves].sum(axis=1) > 0
         if agg in (0, 1):
             table = np.zeros((f.n_leaves, n_targets))
             np.add.at(table, (f.leaf_of_entry, f.leaf_target), f.leaf_weight)
@@ -82,12 +89,12 @@ def _aggregate(f: Forest, x: np.ndarray, n_targets: int, agg: int, base=None) ->
         else:
             fill = np.inf if agg == 2 else -np.inf
             table = np.full((f.n_leaves, n_targets), fill)
-            red = np.minimum if agg == 2 else np.maximum
-            red.at(table, (f.leaf_of_entry, f.leaf_target), f.leaf_weight)
-            out = (table[leaves].min(axis=1) if agg == 2 else table[leaves].max(axis=1))
-            out = np.where(np.isinf(out) & (out == fill), 0.0, out)
+            (np.minimum if agg == 2 else np.maximum).at(table, (f.leaf_of_entry, f.leaf_target),
+                                                        f.leaf_weight)
+            out = table[leaves].min(axis=1) if agg == 2 else table[leaves].max(axis=1)
+            out = np.where(hit, out, 0.0)
     if base is not None and len(base):
-        out = out + np.asarray(base, np.float64)
+        out = np.where(hit, out + np.asarray(base, np.float64), 0.0)
     return out
 
 
@@ -195,10 +202,11 @@ def _legacy_forest(nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes, 
 
 
 def _first(*vals):
+    """The first given (non-empty) of several alternative attributes, else the last one."""
     for v in vals:
         if v is not None and (not hasattr(v, "__len__") or len(v)):
             return v
-    return None
+    return vals[-1]
 
 
 @op("TreeEnsembleRegressor", since=1, domain=ML)
@@ -258,29 +266,30 @@ def tree_ensemble_classifier(X, *, base_values=None, base_values_as_tensor=None,
 
 
 def _binary(raw, hits, base, labels, cids, weights, post_transform):
-    """Two class labels, replicating onnxruntime's score layout and thresholds."""
-    s0, s1 = raw[:, 0].copy(), raw[:, 1].copy()
+    """Two class labels, replicating onnxruntime's score layout and thresholds: base values are
+    added only to classes some reached leaf scored, a lone scored class 0 becomes [1-s, s] (all
+    weights >= 0) or [-s, s], and the label is the class-1 (else class-0) score past 0.5 / 0."""
+    s0, s1 = raw[:, 0], raw[:, 1]
     h0, h1 = hits[:, 0], hits[:, 1]
     if len(base) == 2:
-        s1 = np.where(h1, base[1] + s0, s1 + base[1])
-        s0 = np.where(h1, -s1, s0 + base[0])
+        s0 = np.where(h0, s0 + base[0], s0)
+        s1 = np.where(h1, base[1] + s0, s1)  # onnxruntime adds class 0's score here, not class 1's
         two = np.ones(len(s0), bool)
     else:
         if len(base) == 1:
-            s0 = s0 + base[0]
+            s0 = np.where(h0, s0 + base[0], s0)
         two = h1
-    pos = np.where(two & h1, s1, np.where(h0 | (len(base) > 0), s0, 0.0))
+    pos = np.where(two & h1, s1, np.where(h0, s0, 0.0))
     single_class = len(set(cids.tolist())) == 1
     positive = bool((weights >= 0).all())
     thr = 0.5 if (single_class and positive) else 0.0
     lab = np.where(pos > thr, labels[1], labels[0])
     z2 = apply_post_transform(np.stack([s0, s1], axis=1), post_transform)
-    if post_transform == "PROBIT":
-        z1 = np.stack([apply_post_transform(s0, "PROBIT"), np.zeros_like(s0)], axis=1)
+    if post_transform in ("LOGISTIC", "PROBIT"):
+        p = apply_post_transform(s0, post_transform)
+        z1 = np.stack([1 - p, p], axis=1)
     elif single_class and positive:
         z1 = np.stack([1 - s0, s0], axis=1)
-    elif post_transform == "LOGISTIC":
-        z1 = np.stack([apply_post_transform(-s0, "LOGISTIC"), apply_post_transform(s0, "LOGISTIC")], 1)
     else:
         z1 = np.stack([-s0, s0], axis=1)
     scores = np.where(two[:, None], z2, z1)

@@ -198,13 +198,20 @@ def max_unpool(x, indices, output_shape=None, *, kernel_shape=None, pads=None, s
     p = [int(v) for v in pads] if pads else [0] * (2 * n)
     inferred = (*x.shape[:2], *[(i - 1) * st + k - p[j] - p[n + j]
                                 for j, (i, st, k) in enumerate(zip(x.shape[2:], s, kernel))])
+    idx = np.asarray(indices, np.int64).reshape(-1)
+    shape = inferred if output_shape is None else tuple(int(v) for v in np.asarray(output_shape).reshape(-1))
+    if output_shape is not None and idx.size and idx.max() >= math.prod(inferred):
+        # indices can only address output_shape (MaxPool of an input of that shape): onnxruntime's reading
+        y = np.zeros(math.prod(shape), x.dtype)
+        y[idx] = x.reshape(-1)
+        return y.reshape(shape)
     y = np.zeros(math.prod(inferred), x.dtype)
-    y[np.asarray(indices, np.int64).reshape(-1)] = x.reshape(-1)
+    y[idx] = x.reshape(-1)
     y = y.reshape(inferred)
     if output_shape is None:
         return y
-    # indices address the inferred shape; a given output_shape holds it at its origin (ONNX spec tests)
-    shape = tuple(int(v) for v in np.asarray(output_shape).reshape(-1))
+    # ONNX's reference (and its conformance data) scatter into the inferred shape and place it at
+    # output_shape's origin; onnxruntime scatters into output_shape. We follow the conformance data.
     res = np.zeros(shape, x.dtype)
     sl = tuple(slice(0, min(a, b)) for a, b in zip(inferred, shape))
     res[sl] = y[sl]

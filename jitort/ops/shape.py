@@ -136,7 +136,9 @@ def _reshape(data, shape, allowzero=0):
         raise ValueError("Reshape: at most one -1 in shape")
     if -1 in dims:
         known = math.prod(d for d in dims if d != -1)
-        dims[dims.index(-1)] = data.size // known if known else 0
+        if known == 0:  # ambiguous (onnxruntime rejects it too)
+            raise ValueError(f"Reshape: cannot infer -1 in {dims} for a tensor of size {data.size}")
+        dims[dims.index(-1)] = data.size // known
     return data.reshape(dims)
 
 
@@ -317,9 +319,15 @@ def _pad(x, pads, mode="constant", value=None, axes=None):
         return x
     if mode == "constant":
         fill = _zero(x.dtype) if value is None or np.size(value) == 0 else np.asarray(value).reshape(-1)[0]
+        fill = np.asarray(fill).astype(x.dtype) if x.dtype != object else fill
         out = np.empty(tuple(b + d + e for b, d, e in zip(begin, x.shape, end)), dtype=x.dtype)
-        out[...] = np.asarray(fill).astype(x.dtype) if x.dtype != object else fill
         out[tuple(slice(b, b + d) for b, d in zip(begin, x.shape))] = x
+        for a, (b, e) in enumerate(zip(begin, end)):  # fill only the border slabs
+            lead = (slice(None),) * a
+            if b:
+                out[lead + (slice(0, b),)] = fill
+            if e:
+                out[lead + (slice(out.shape[a] - e, None),)] = fill
         return out
     if mode not in ("reflect", "edge", "wrap"):
         raise ValueError(f"Pad: unknown mode {mode!r}")
@@ -413,7 +421,4 @@ def trilu(x, k=None, *, upper=1):
     rows, cols = x.shape[-2:]
     diff = np.arange(cols, dtype=np.int64)[None, :] - np.arange(rows, dtype=np.int64)[:, None]
     keep = diff >= kk if upper else diff <= kk
-    out = np.empty(x.shape, dtype=x.dtype)
-    out[...] = _zero(x.dtype)
-    np.copyto(out, x, where=np.broadcast_to(keep, x.shape))
-    return out
+    return np.where(keep, x, _zero(x.dtype))

@@ -525,3 +525,40 @@ def test_dynamic_quantize_lstm(direction, nd, wq):
     wsc = (0.004 * (1 + r.random((nd, 4 * h)))).astype(F32)
     check("DynamicQuantizeLSTM", [x, w, rr, bias, None, None, None, None, wsc, np.repeat(zw[:, None], 4 * h, 1), rs,
                                   zw], {**a, "clip": 0.5, "input_forget": 1}, nout=3, tol=tol)
+
+
+def test_group_query_attention():
+    r = rng(24)
+    b, n, nkv, h = 2, 4, 2, 16
+    a = {"num_heads": n, "kv_num_heads": nkv}
+    cos, sin = randn(r, 16, h // 2), randn(r, 16, h // 2)
+    s = 5  # first prompt, right padded batch
+    q, k, v = randn(r, b, s, n * h), randn(r, b, s, nkv * h), randn(r, b, s, nkv * h)
+    tsl = np.array(s, np.int32)
+    check("GroupQueryAttention", [q, k, v, None, None, np.array([4, 4], np.int32), tsl], a, nout=3)
+    check("GroupQueryAttention", [q, k, v, None, None, np.array([4, 3], np.int32), tsl], {**a, "local_window_size": 2},
+          nout=3)
+    check("GroupQueryAttention", [q, k, v, None, None, np.array([4, 4], np.int32), tsl], {**a, "softcap": 1.5,
+                                                                                          "scale": 0.3}, nout=3)
+    check("GroupQueryAttention", [np.concatenate([q, k, v], -1), None, None, None, None, np.array([4, 4], np.int32), tsl],
+          a, nout=3)
+    check("GroupQueryAttention", [q, k, v, None, None, np.array([4, 2], np.int32), tsl, cos, sin],
+          {**a, "do_rotary": 1, "rotary_interleaved": 1}, nout=3)
+    p = 6  # token generation with a shared-size cache buffer, ragged totals
+    q, k, v = randn(r, b, 1, n * h), randn(r, b, 1, nkv * h), randn(r, b, 1, nkv * h)
+    pk, pv = randn(r, b, nkv, p, h), randn(r, b, nkv, p, h)
+    check("GroupQueryAttention", [q, k, v, pk, pv, np.array([6, 6], np.int32), np.array(7, np.int32)], a, nout=3)
+    check("GroupQueryAttention", [q, k, v, pk, pv, np.array([6, 3], np.int32), np.array(7, np.int32), cos, sin],
+          {**a, "do_rotary": 1}, nout=3)
+    check("GroupQueryAttention", [q, k, v, pk, pv, np.array([4, 3], np.int32), np.array(5, np.int32), cos, sin],
+          {**a, "do_rotary": 1, "local_window_size": 3}, nout=3)
+    check("GroupQueryAttention", [q, k, v, pk, pv, np.array([4, 3], np.int32), np.array(5, np.int32), cos, sin,
+                                  np.array([[2], [9]], np.int64)], {**a, "do_rotary": 1}, nout=3)
+    s = 3  # a later prompt chunk (batch 1), float16
+    q, k, v = randn(r, 1, s, n * h), randn(r, 1, s, nkv * h), randn(r, 1, s, nkv * h)
+    check("GroupQueryAttention", [q, k, v, pk[:1], pv[:1], np.array([8], np.int32), np.array(9, np.int32)], a, nout=3)
+    f16 = [x.astype(F16) for x in (q, k, v, pk[:1], pv[:1])]
+    check("GroupQueryAttention", f16 + [np.array([8], np.int32), np.array(9, np.int32)], a, nout=3)
+    with pytest.raises(NotImplementedError):
+        ours("GroupQueryAttention", [q, k, v, pk[:1], pv[:1], np.array([8], np.int32), np.array(9, np.int32)],
+             {**a, "sliding_window_cache": 1})

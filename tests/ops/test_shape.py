@@ -134,7 +134,7 @@ def test_eye_like(shape):
 def test_range(dtype):
     for s, l, d in [(0, 10, 3), (10, 4, -2), (5, 5, 1), (3, 1, 1), (-7, 8, 4), (1, 2, 5)]:
         got = run1("Range", 11, *(np.array(v, dtype) for v in (s, l, d)))
-        check(got, torch.arange(s, l, d).numpy().astype(dtype))
+        check(got, np.array(list(range(s, l, d)), dtype=dtype))
     if np.dtype(dtype).kind == "f":
         got = run1("Range", 11, *(np.array(v, dtype) for v in (0.5, 2.0, 0.3)))
         check(got, np.arange(0.5, 2.0, 0.3).astype(dtype))
@@ -144,8 +144,9 @@ def test_range_int64_extremes_and_low_precision():
     big = np.iinfo(np.int64).max
     check(run1("Range", 11, np.array(big - 5), np.array(big), np.array(2)), np.array([big - 5, big - 3, big - 1]))
     for dt in [np.float16, BF16]:
-        args = [np.array(v, dtype=dt) for v in (1000.0, 1100.0, 1.0)]
-        exp = np.arange(1000.0, 1100.0, 1.0, dtype=np.float32).astype(dt)
+        args = [np.array(v, dtype=dt) for v in (1000.0, 1100.0, 1.0)]  # bf16 rounds 1100 to 1104
+        exp = np.arange(*(float(a) for a in args), dtype=np.float32).astype(dt)
+        assert exp.size == int(float(args[1])) - 1000
         check(run1("Range", 27, *args), exp)
         check(run1("Range", 27, *args, stash_type=1), exp)
 
@@ -159,7 +160,6 @@ def test_range_int64_extremes_and_low_precision():
     ((2, 3, 4), (-1,), 0, (24,)),
     ((0, 3), (3, -1), 0, (3, 0)),
     ((0, 3), (0, 3), 1, (0, 3)),
-    ((0, 3), (0, -1), 0, (0, 3)),
     ((1,), (), 0, ()),
     ((), (1, 1), 0, (1, 1)),
     ((2, 0, 4), (0, 4, 0), 1, (0, 4, 0)),
@@ -172,11 +172,17 @@ def test_reshape(src, target, allowzero, exp):
         check(run1("Reshape", 5, x, np.array(target, np.int64)), x.reshape(exp))
 
 
+def test_reshape_errors():
+    for src, target in [((0, 3), (0, -1)), ((2, 3), (-1, -1)), ((2, 3), (4, -1)), ((2, 3), (5,))]:
+        with pytest.raises(Exception):
+            run1("Reshape", 14, rand(src), np.array(target, np.int64))
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 4), (0, 3, 2), (1,), (5, 1, 0, 2)])
 def test_flatten(shape):
     x = rand(shape)
     for axis in range(-len(shape), len(shape) + 1):
-        a = axis % (len(shape) + 1) if axis < 0 else axis
+        a = axis + len(shape) if axis < 0 else axis
         exp = x.reshape(int(np.prod(shape[:a])), int(np.prod(shape[a:])))
         check(run1("Flatten", 13, x, axis=axis), exp)
 
@@ -193,7 +199,7 @@ def test_squeeze_unsqueeze():
     t = torch.from_numpy(y)
     check(run1("Unsqueeze", 13, y, i64(0, 4)), t.unsqueeze(0).unsqueeze(4).numpy())
     check(run1("Unsqueeze", 13, y, i64(-1, 1)), t.unsqueeze(1).unsqueeze(-1).numpy())
-    check(run1("Unsqueeze", 11, y, axes=[5, 0]), t.unsqueeze(0).unsqueeze(5).numpy())
+    check(run1("Unsqueeze", 11, y, axes=[4, 0]), t.unsqueeze(0).unsqueeze(4).numpy())
     check(run1("Unsqueeze", 13, np.array(3.0, np.float32), i64(0)), np.array([3.0], np.float32))
     with pytest.raises(Exception):
         run1("Unsqueeze", 13, y, i64(1, 1))
@@ -302,7 +308,7 @@ def test_pad_vs_ort(mode):
         ins = [x, np.array(pads, np.int64), np.array(2.5, np.float32)]
         check(run1("Pad", 19, *ins, mode=mode), ort_run("Pad", 19, ins, mode=mode)[0])
     x3 = rand((3, 4, 5), np.int32)
-    ins = [x3, i64(1, 2, 0, 3), np.array(7, np.int32), i64(-1, 0)]
+    ins = [x3, i64(1, 2, 0, 1), np.array(7, np.int32), i64(-1, 0)]
     check(run1("Pad", 19, *ins, mode=mode), ort_run("Pad", 19, ins, mode=mode)[0])
 
 
@@ -329,11 +335,14 @@ def test_pad_torch_and_dtypes():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, object])
 def test_center_crop_pad(dtype):
-    x = rand((5, 4, 3), dtype)
+    codes = RNG.integers(1, 100, (5, 4, 3))  # strings: compare via nonzero int codes ('' <-> 0)
+    x = codes.astype(dtype) if dtype is not object else np.vectorize(lambda c: f"s{c}", otypes=[object])(codes)
     for shape, axes in [((3, 6, 3), None), ((6, 3), [0, 1]), ((1,), [-1]), ((0, 7), [2, 0]), ((5, 4, 3), None)]:
-        ins = [x, np.array(shape, np.int64)]
         kw = {} if axes is None else {"axes": axes}
-        check(run1("CenterCropPad", 18, *ins, **kw), ort_run("CenterCropPad", 18, ins, **kw)[0])
+        exp = ort_run("CenterCropPad", 18, [codes if dtype is object else x, np.array(shape, np.int64)], **kw)[0]
+        if dtype is object:
+            exp = np.vectorize(lambda c: f"s{c}" if c else "", otypes=[object])(exp) if exp.size else exp.astype(object)
+        check(run1("CenterCropPad", 18, x, np.array(shape, np.int64), **kw), exp)
 
 
 # ---------------------------------------------------------------- DepthToSpace, SpaceToDepth, Trilu
