@@ -166,7 +166,7 @@ def attention(ctx, q_in, k_in, v_in, attn_mask=None, past_key=None, past_value=N
     outs = [np.ascontiguousarray(y.astype(out_dt, copy=False)), present_k, present_v]
     if want_qk:
         outs.append(np.ascontiguousarray(qk_out.astype(out_dt, copy=False)))
-    return tuple(outs)
+    return tuple(outs[: max(1, ctx.num_outputs)])
 
 
 @op("Attention", since=23)

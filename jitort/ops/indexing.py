@@ -59,7 +59,8 @@ def _along_axis_offsets(shape, idx, a):
     lin = idx * strides[a]
     for d, n in enumerate(idx.shape):
         if d != a and n > 1:
-            lin = lin + (np.arange(n, dtype=np.intp) * strides[d]).reshape([-1 if j == d else 1 for j in range(idx.ndim)])
+            step = np.arange(n, dtype=np.intp) * strides[d]
+            lin = lin + step.reshape([-1 if j == d else 1 for j in range(idx.ndim)])
     return np.broadcast_to(lin, idx.shape)
 
 
@@ -143,7 +144,8 @@ def _scatter_elements(data, indices, updates, axis=0, reduction="none"):
     if idx.ndim != data.ndim or any(i > d for j, (i, d) in enumerate(zip(idx.shape, data.shape)) if j != a):
         raise ValueError("ScatterElements: indices shape exceeds data shape")
     out = np.array(data, order="C", copy=True)
-    _scatter_flat(out.reshape(-1), _along_axis_offsets(data.shape, idx, a).reshape(-1), updates.reshape(-1), reduction)
+    lin = _along_axis_offsets(data.shape, idx, a).reshape(-1)
+    _scatter_flat(out.reshape(-1), lin, updates.reshape(-1), reduction)
     return out
 
 
@@ -203,12 +205,13 @@ def tensor_scatter(past_cache, update, write_indices=None, *, mode="linear", axi
     a = _axis(axis, r)
     if a == 0:
         raise ValueError("TensorScatter: axis must not be the batch axis")
-    if update.ndim != r or any(u != p for i, (u, p) in enumerate(zip(update.shape, past_cache.shape)) if i != a):
+    same = all(u == p for i, (u, p) in enumerate(zip(update.shape, past_cache.shape)) if i != a)
+    if update.ndim != r or not same:
         raise ValueError("TensorScatter: update shape incompatible with past_cache")
     B, L, S = past_cache.shape[0], past_cache.shape[a], update.shape[a]
     if S > L:
         raise ValueError("TensorScatter: update longer than the cache")
-    w = np.zeros(B, np.int64) if write_indices is None else np.asarray(write_indices).astype(np.int64).reshape(B)
+    w = np.zeros(B, np.int64) if write_indices is None else np.asarray(write_indices, np.int64).reshape(B)
     pos = w[:, None] + np.arange(S, dtype=np.int64)[None, :]
     if mode == "circular":
         pos %= L

@@ -198,7 +198,7 @@ def dynamic_quantize_linear(x):
     xf = _f32(x).astype(np.float32)
     hi = np.float32(max(0.0, float(xf.max()))) if xf.size else np.float32(0)
     lo = np.float32(min(0.0, float(xf.min()))) if xf.size else np.float32(0)
-    scale = np.float32((hi - lo) if hi != lo else 1.0) / np.float32(255)
+    scale = np.float32(1.0) if hi == lo else np.float32(hi - lo) / np.float32(255)  # onnxruntime
     zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
     y = np.clip(np.rint(xf / scale) + zp, 0, 255).astype(np.uint8)
     return y, np.asarray(scale, dtype=x.dtype), np.asarray(zp, dtype=np.uint8)

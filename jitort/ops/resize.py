@@ -271,7 +271,7 @@ def _grid_sample(x, grid, mode, padding_mode, align_corners):
     P = int(np.prod(out_sp)) if out_sp else 1
     if N * C * P == 0:
         return np.zeros((N, C, *out_sp), x.dtype)
-    g = grid.reshape(N, P, D).astype(np.float32)
+    g = grid.reshape(N, P, D).astype(np.float64)
     numeric = x.dtype.kind in "fiub" or x.dtype.kind == "V"
     if mode != "nearest" and not numeric:
         raise NotImplementedError(f"GridSample {mode} on {x.dtype}")

@@ -107,8 +107,8 @@ def _run(cell, x, w, r, b, seq_lens, init, hidden, direction, layout, ngates, ns
             y[t, d] = np.where(m, new[0], 0)
         if rev:
             y[:, d] = np.where(valid[:, :, None], _take_time(y[:, d], ridx), 0)
-        for k in range(nstates):
-            finals[k][d] = states[k]
+        for k in range(nstates):  # a zero-length entry reports zero states (as onnxruntime)
+            finals[k][d] = np.where((lens == 0)[:, None], 0, states[k])
     if layout == 1:
         y = np.transpose(y, (2, 0, 1, 3))
         finals = [np.swapaxes(f, 0, 1) for f in finals]

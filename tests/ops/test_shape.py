@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from jitort.dtypes import onnx_code
 from jitort.ops.registry import KernelContext, call, lookup
