@@ -291,7 +291,7 @@ def _grid_sample(x, grid, mode, padding_mode, align_corners):
         c = c.astype(np.float64)
         if mode == "nearest":
             c = np.rint(c)
-        if padding_mode == "border":
+        if padding_mode == "border" and mode != "cubic":  # cubic clamps each tap (torch, onnxruntime)
             c = np.where((c < lo) | (c > hi), np.clip(c, 0, L - 1), c)
         elif padding_mode == "reflection":
             c = _reflect(c, lo, hi)

@@ -15,6 +15,22 @@ import traceback
 import warnings
 
 import numpy as np
+import onnx
+
+from jitort.ops.attrs import tensor_value
+
+
+def as_value(v):
+    """Conformance data holds arrays, lists, None, or protos for the exotic types."""
+    if isinstance(v, onnx.TensorProto):
+        return tensor_value(v)
+    if isinstance(v, onnx.SequenceProto):
+        return [as_value(x) for x in onnx.numpy_helper.to_list(v)]
+    if isinstance(v, onnx.OptionalProto):
+        return as_value(onnx.numpy_helper.to_optional(v))
+    if isinstance(v, list):
+        return [as_value(x) for x in v]
+    return v
 
 
 def compare(expected, got, rtol, atol) -> str | None:
@@ -74,9 +90,9 @@ def main(patterns: list[str]) -> int:
         for inputs, outputs in case.data_sets:
             try:
                 entry = lookup(node.op_type, node.domain, version, node.name)
-                args = list(inputs)
-                names = [n for n in node.input]
-                args = [a if n else None for n, a in zip(names, args + [None] * (len(names) - len(args)))]
+                feed = {vi.name: as_value(v) for vi, v in zip(g.input, inputs)}
+                args = [feed.get(n) if n else None for n in node.input]
+                outputs = [as_value(v) for v in outputs]
                 ctx = KernelContext(num_outputs=len(node.output), opset=version, node_name=node.name)
                 got = call(entry, args, node_attributes(node), ctx)
                 err = None

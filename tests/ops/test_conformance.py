@@ -9,13 +9,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 
 import jitort
-from jitort.ops.attrs import tensor_value
 from tests.ops.conformance_exclusions import EXCLUDED, RANDOM_OUTPUTS
-from tests.ops.node_check import compare
+from tests.ops.node_check import as_value, compare
 
 
 def _cases():
@@ -27,19 +25,6 @@ def _cases():
 
 
 CASES = _cases()
-
-
-def as_value(v):
-    """Conformance data holds arrays, lists, None, or protos for the exotic types."""
-    if isinstance(v, onnx.TensorProto):
-        return tensor_value(v)
-    if isinstance(v, onnx.SequenceProto):
-        return [as_value(x) for x in onnx.numpy_helper.to_list(v)]
-    if isinstance(v, onnx.OptionalProto):
-        return as_value(onnx.numpy_helper.to_optional(v))
-    if isinstance(v, list):
-        return [as_value(x) for x in v]
-    return v
 
 
 def run_case(case) -> str | None:
