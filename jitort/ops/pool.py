@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .conv import pad_spatial, tap_slices, to_work, window_geometry, work_dtype
+from .conv import pad_spatial, tap_slices, to_work, window_geometry
 from .registry import op
 
 

@@ -208,9 +208,25 @@ def dynamic_quantize_linear(x):
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray, bound: float) -> np.ndarray:
-    """a @ b for integer-valued float operands, exact; ``bound`` >= max |result|."""
-    ft = np.float32 if bound < 2.0 ** 24 else np.float64
-    return np.matmul(a.astype(ft, copy=False), b.astype(ft, copy=False))
+    """a @ b for small-integer-valued float operands, exact; ``bound`` >= max |a| * max |b| * K.
+
+    float32 BLAS is exact while partial sums stay below 2**24: K is split into chunks that do,
+    and the chunk results (exact integers) are summed in float64.
+    """
+    a = a.astype(np.float32, copy=False)
+    b = b.astype(np.float32, copy=False)
+    k = a.shape[-1]
+    if bound < 2.0 ** 24 or k <= 1:
+        return np.matmul(a, b)
+    per = bound / k  # max |a| * max |b|
+    step = int(2.0 ** 24 // per) if per else k
+    if step < 16:  # wide operands: float64 BLAS is exact below 2**53
+        return np.matmul(a.astype(np.float64), b.astype(np.float64))
+    out = None
+    for i in range(0, k, step):
+        part = np.matmul(a[..., i:i + step], b[..., i:i + step, :]).astype(np.float64)
+        out = part if out is None else out + part
+    return out
 
 
 def _absmax(a: np.ndarray) -> float:
@@ -227,11 +243,12 @@ def _int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _shift(x: np.ndarray, zp: np.ndarray | None, row_axis: bool) -> np.ndarray:
-    """x - zp as float64; a 1-D zp is per row (row_axis) or per column."""
-    xf = _f32(x).astype(np.float64)
+    """x - zp as float32 (exact for 8-bit ints and float8); a 1-D zp is per row (row_axis) or
+    per column."""
+    xf = _f32(x).astype(np.float32)
     if zp is None:
         return xf
-    z = _f32(zp).astype(np.float64)
+    z = _f32(zp).astype(np.float32)
     if z.ndim == 1 and z.size > 1 and row_axis and x.ndim >= 2:
         z = z.reshape(-1, 1)
     return xf - z
@@ -275,9 +292,11 @@ def _scale_mult(sa, sb, sy):
 
 
 def _qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
-    acc = _int_matmul(_shift(a, a_zero_point, True), _shift(b, b_zero_point, False)).astype(np.float64)
+    sa, sb = _shift(a, a_zero_point, True), _shift(b, b_zero_point, False)
     if _is_int(a.dtype):
-        acc = _to_int32(acc).astype(np.float64)
+        acc = _to_int32(_int_matmul(sa, sb)).astype(np.float64)
+    else:  # float8 operands
+        acc = np.matmul(sa.astype(np.float64), sb.astype(np.float64))
     mult = _scale_mult(_row_param(a_scale, a.ndim), b_scale, y_scale)
     out = y_zero_point.dtype if y_zero_point is not None else a.dtype
     return _requant(acc, mult, y_zero_point, np.dtype(out))
@@ -308,7 +327,7 @@ def _conv_pads(in_sp, k_sp, strides, dilations, pads, auto_pad):
 
 
 def _int_conv(xs, ws, group, kernel_shape, pads, strides, dilations, auto_pad):
-    """Exact N-D grouped convolution of integer-valued float64 arrays via im2col + matmul.
+    """Exact N-D grouped convolution of small-integer-valued float32 arrays via im2col + matmul.
 
     xs: (N, C, *spatial), ws: (M, C/group, *k). Returns float64 (N, M, *out).
     """
@@ -345,15 +364,16 @@ def _int_conv(xs, ws, group, kernel_shape, pads, strides, dilations, auto_pad):
 
 def _conv_w_zp(w, zp):
     if zp is None:
-        return w.astype(np.float64)
-    z = zp.astype(np.float64)
+        return w.astype(np.float32)
+    z = zp.astype(np.float32)
     if z.ndim == 1 and z.size > 1:
         z = z.reshape((-1,) + (1,) * (w.ndim - 1))
-    return w.astype(np.float64) - z
+    return w.astype(np.float32) - z
 
 
 def _x_shift(x, zp):
-    return x.astype(np.float64) - (zp.astype(np.float64).reshape(()) if zp is not None else 0.0)
+    """x - zp as float32 (exact for 8-bit data)."""
+    return x.astype(np.float32) - (zp.astype(np.float32).reshape(()) if zp is not None else np.float32(0))
 
 
 @op("ConvInteger", since=10)

@@ -21,19 +21,20 @@ def _acc(x: np.ndarray) -> np.ndarray:
 def softmax_axis(x: np.ndarray, axis: int) -> np.ndarray:
     """Stable softmax along one axis in x's own (float32/64) dtype."""
     m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, x.dtype.type(0))
-    e = np.exp(x - m)
-    s = np.sum(e, axis=axis, keepdims=True)
-    e /= s
+    m[~np.isfinite(m)] = 0
+    e = np.subtract(x, m)
+    np.exp(e, out=e)
+    e /= np.sum(e, axis=axis, keepdims=True)
     return e
 
 
 def log_softmax_axis(x: np.ndarray, axis: int) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, x.dtype.type(0))
-    z = x - m
+    m[~np.isfinite(m)] = 0
+    z = np.subtract(x, m)
+    e = np.exp(z)
     with np.errstate(divide="ignore"):
-        z -= np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+        z -= np.log(np.sum(e, axis=axis, keepdims=True))
     return z
 
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from jitort.ops.registry import KernelContext, call, lookup
 

@@ -180,6 +180,7 @@ def test_quantize_output_dtype_and_precision():
     np.testing.assert_array_equal(got, exp)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_quantize_vs_torch():
     x = torch.randn(4, 6, 5) * 20
     q = torch.quantize_per_tensor(x, 0.3, 7, torch.quint8)
