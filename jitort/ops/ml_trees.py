@@ -175,13 +175,13 @@ def _legacy_forest(nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes, 
     where = {(int(t), int(n)): i for i, (t, n) in enumerate(zip(tids.tolist(), nids.tolist()))}
 
     def child(ids):
-        ids = np.asarray(ids, np.int64)
-        return np.array([code[where[(int(tids[i]), int(ids[i]))]] for i in interior], np.int64)
+        ids = np.asarray(ids, np.int64)[interior].tolist()
+        return code[np.array([where[k] for k in zip(tids[interior].tolist(), ids)], np.int64)] \
+            if len(interior) else np.zeros(0, np.int64)
 
-    children = set()
-    for i in interior:
-        children.add((int(tids[i]), int(np.asarray(nodes_truenodeids)[i])))
-        children.add((int(tids[i]), int(np.asarray(nodes_falsenodeids)[i])))
+    tt, ff = np.asarray(nodes_truenodeids, np.int64), np.asarray(nodes_falsenodeids, np.int64)
+    it = tids[interior].tolist()
+    children = set(zip(it, tt[interior].tolist())) | set(zip(it, ff[interior].tolist()))
     roots, seen = [], set()
     for i, (t, n) in enumerate(zip(tids.tolist(), nids.tolist())):
         if t not in seen and (t, n) not in children:
@@ -189,8 +189,8 @@ def _legacy_forest(nodes_treeids, nodes_nodeids, nodes_featureids, nodes_modes, 
             roots.append(code[i])
     miss = (np.asarray(nodes_missing_value_tracks_true, bool) if nodes_missing_value_tracks_true
             else np.zeros(len(tids), bool))
-    ent_leaf = np.array([-code[where[(int(t), int(n))]] - 1 for t, n in zip(ent_treeids, ent_nodeids)],
-                        np.int64)
+    ent_pos = np.array([where[(int(t), int(n))] for t, n in zip(ent_treeids, ent_nodeids)], np.int64)
+    ent_leaf = -code[ent_pos] - 1 if len(ent_pos) else np.zeros(0, np.int64)
     return Forest(
         feat=np.asarray(nodes_featureids, np.int64)[interior],
         thr=np.asarray(nodes_values, np.float64).reshape(-1)[interior],

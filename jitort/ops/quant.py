@@ -60,10 +60,12 @@ def _param(p: np.ndarray | None, shape: tuple, axis: int, block_size: int) -> np
 
 
 def _saturate_int(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Rounded float values -> integer ``dtype`` with clamping (NaN maps to 0)."""
+    """Rounded float values -> integer ``dtype`` with clamping (NaN maps to 0); may modify v."""
     lo, hi = _INT_RANGES[dtype]
-    v = np.clip(np.nan_to_num(v, nan=0.0), lo, hi)
-    return v.astype(np.int32).astype(dtype)
+    v = np.clip(v, lo, hi, out=v if v.flags.writeable and v.dtype.kind == "f" else None)
+    if v.size and np.isnan(v.sum(dtype=np.float64)):
+        v = np.nan_to_num(v, nan=0.0)
+    return v.astype(np.int32).astype(dtype, copy=False)
 
 
 def _to_float_type(v: np.ndarray, dtype: np.dtype, saturate: bool) -> np.ndarray:
@@ -76,6 +78,10 @@ def _to_float_type(v: np.ndarray, dtype: np.dtype, saturate: bool) -> np.ndarray
 
 def _quantize(x, scale, zp, dtype, axis=1, saturate=1, block_size=0, precision=0):
     """y = saturate(round_half_even(x / scale) + zp), the shared core."""
+    return np.asarray(_quantize_core(x, scale, zp, dtype, axis, saturate, block_size, precision))
+
+
+def _quantize_core(x, scale, zp, dtype, axis, saturate, block_size, precision):
     scale = _param(scale, x.shape, axis, block_size)
     zp = _param(zp, x.shape, axis, block_size)
     pdt = np_dtype(precision) if precision else scale.dtype
@@ -88,9 +94,10 @@ def _quantize(x, scale, zp, dtype, axis=1, saturate=1, block_size=0, precision=0
         if pdt in (np.float16, ml_dtypes.bfloat16):
             q = _f32(q.astype(pdt))  # division at the scale's precision
     if dtype in _INT_RANGES:
-        q = np.rint(q)
+        q = np.asarray(q)
+        q = np.rint(q, out=q) if q.ndim else np.rint(q).reshape(())
         if zp is not None:
-            q = q + zp.astype(q.dtype)
+            q += zp.astype(q.dtype)
         return _saturate_int(q, dtype)
     if dtype in _F8 or dtype in _SMALL_FLOATS:
         if zp is not None and np.any(_f32(zp) != 0):
@@ -200,7 +207,7 @@ def dynamic_quantize_linear(x):
     lo = np.float32(min(0.0, float(xf.min()))) if xf.size else np.float32(0)
     scale = np.float32(1.0) if hi == lo else np.float32(hi - lo) / np.float32(255)  # onnxruntime
     zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
-    y = np.clip(np.rint(xf / scale) + zp, 0, 255).astype(np.uint8)
+    y = np.asarray(np.clip(np.rint(xf / scale) + zp, 0, 255)).astype(np.uint8)
     return y, np.asarray(scale, dtype=x.dtype), np.asarray(zp, dtype=np.uint8)
 
 

@@ -100,8 +100,13 @@ def _run(cell, x, w, r, b, seq_lens, init, hidden, direction, layout, ngates, ns
         xs = _take_time(x, ridx) if rev else x
         xp = (xs.reshape(seq * batch, -1) @ wd.T).reshape(seq, batch, -1) + wb
         states = [np.zeros((batch, hidden), cdt) if s is None else s[d].astype(cdt) for s in init]
+        all_valid = bool(valid.all())
         for t in range(seq):
             new = cell(xp[t], states, rd, rb, acts[d], d)
+            if all_valid:
+                states = new
+                y[t, d] = new[0]
+                continue
             m = valid[t][:, None]
             states = [np.where(m, n_, s) for n_, s in zip(new, states)]
             y[t, d] = np.where(m, new[0], 0)

@@ -17,4 +17,8 @@ RANDOM_OUTPUTS = {
     "test_bernoulli_double_expanded",
     "test_bernoulli_seed_expanded",
     "test_randomuniformlike",
+    "test_training_dropout",
+    "test_training_dropout_default",
+    "test_training_dropout_default_mask",
+    "test_training_dropout_mask",
 }

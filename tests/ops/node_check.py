@@ -96,7 +96,8 @@ def main(patterns: list[str]) -> int:
                 ctx = KernelContext(num_outputs=len(node.output), opset=version, node_name=node.name)
                 got = call(entry, args, node_attributes(node), ctx)
                 err = None
-                for i, exp in enumerate(outputs):
+                positions = [k for k, name in enumerate(node.output) if name]
+                for i, exp in zip(positions, outputs):
                     if i >= len(got):
                         err = f"output {i} missing"
                         break
