@@ -36,11 +36,9 @@ def t64(x):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BF16])
-@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (1, 7), (4, 1, 6), (5,)])
-@pytest.mark.parametrize("axis", [0, -1, 1])
+@pytest.mark.parametrize("shape,axis", [(s, a) for s in [(3, 5), (2, 3, 4), (1, 7), (4, 1, 6), (5,)]
+                                        for a in (0, -1, 1) if a < len(s)])
 def test_softmax_v13(dtype, shape, axis):
-    if axis >= len(shape):
-        pytest.skip("axis out of range")
     x = (RNG.standard_normal(shape) * 3).astype(dtype)
     (sm,) = run("Softmax", 13, [x], axis=axis)
     (lsm,) = run("LogSoftmax", 13, [x], axis=axis)
