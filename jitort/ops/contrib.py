@@ -10,8 +10,9 @@ Attention-like ops live in contrib_attention.py, quantized ones in contrib_quant
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf, expit
+from scipy.special import expit
 
+from .fastmath import erf
 from .contrib_common import MS, bshape, dtype_of, like, matmul_shape, same_as, shape_of, tt, wide
 from .registry import op
 

@@ -12,10 +12,7 @@ import numpy as np
 
 from .registry import op
 
-try:  # scipy's erf is a fast vectorized ufunc; fall back to math.erf if scipy is absent
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover
-    _erf = np.vectorize(math.erf, otypes=[np.float64])
+from .fastmath import erf as _erf
 
 F32 = np.dtype(np.float32)
 
