@@ -69,7 +69,7 @@ def leaky_relu(x, *, alpha=0.01):
     return _act(f)(x)
 
 
-@op("PRelu", since=6)
+@op("PRelu", since=7)
 def prelu(x, slope):
     """slope broadcasts unidirectionally to x's shape."""
     with np.errstate(all="ignore"):

@@ -494,3 +494,36 @@ def test_vs_onnxruntime(name, attrs):
     if name in ("Pow", "Mod"):
         inputs = [np.abs(x) + 0.1, rand((33,), np.float32, -2, 2)]
     close(run1(name, *inputs, **attrs), _ort(name, inputs, attrs))
+
+
+# -- pre-opset-7 broadcast attributes (jitort/ops/legacy.py) -----------------------------------
+@pytest.mark.parametrize("name,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply),
+                                     ("Div", np.divide)])
+@pytest.mark.parametrize("opset", [1, 6])
+def test_legacy_broadcast_at_axis(name, fn, opset):
+    import jitort
+    from onnx import TensorProto, helper
+
+    a = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    b = (RNG.standard_normal(3) + 3).astype(np.float32)
+    node = helper.make_node(name, ["a", "b"], ["y"], broadcast=1, axis=1)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 4]),
+                                        helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    y = jitort.load(m)(a=a, b=b)[0]
+    np.testing.assert_allclose(y, fn(a, b[:, None]), rtol=1e-6)
+
+
+def test_legacy_prelu_slope_is_per_channel():
+    import jitort
+    from onnx import TensorProto, helper
+
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    s = np.array([0.1, 0.2, 0.3], np.float32)
+    g = helper.make_graph([helper.make_node("PRelu", ["x", "s"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+                           helper.make_tensor_value_info("s", TensorProto.FLOAT, [3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 6)])
+    np.testing.assert_allclose(jitort.load(m)(x=x, s=s)[0], np.where(x < 0, x * s[:, None], x))
