@@ -82,7 +82,8 @@ class InferenceSession:
             if p not in _PROVIDERS and p != "CUDAExecutionProvider":
                 raise ValueError(f"unknown provider {p!r}; available: {list(_PROVIDERS)}")
         self._providers = [p for p in names if p in _PROVIDERS] or ["CPUExecutionProvider"]
-        opts = {"opt_level": int(self._sess_options.graph_optimization_level)}
+        level = int(self._sess_options.graph_optimization_level)
+        opts = {"opt_level": None if level == GraphOptimizationLevel.ORT_ENABLE_ALL else level}
         if self._sess_options.intra_op_num_threads:
             opts["num_threads"] = self._sess_options.intra_op_num_threads
         self._model = CompiledModel(path_or_bytes, **opts)

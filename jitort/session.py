@@ -22,9 +22,13 @@ from .errors import JitortError
 from .inputs import bind_feeds, to_value, validate
 from .ir.graph import Model
 from .ir.infer import BoundGraph, bind
+from .passes.base import EXTENDED, LAYOUT, NONE
+from .passes.pipeline import OptimizeResult, optimize
 from .ir.onnx_import import import_model
 from .ir.types import type_of
 
+#: The reference backend gains nothing from the layout level (its Conv is NCHW).
+DEFAULT_OPT_LEVEL = EXTENDED
 _OPTIONS = {"backend", "opt_level", "num_threads", "seed", "cache_dir", "device"}
 
 
@@ -63,8 +67,9 @@ class Outputs(tuple):
 @dataclass
 class _Variant:
     signature: Signature
-    bound: BoundGraph
+    bound: BoundGraph  # the optimized graph's binding
     plan: Any
+    optimized: OptimizeResult | None = None
     calls: int = 0
 
 
@@ -83,6 +88,8 @@ class CompiledModel:
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; known options: {sorted(_OPTIONS)}")
         self.options = options
+        level = options.get("opt_level")
+        self.opt_level = DEFAULT_OPT_LEVEL if level is None else max(NONE, min(int(level), LAYOUT))
         self.ir: Model = import_model(source)
         self.graph = self.ir.graph
         self.backend = get_backend(options.get("backend") or config.BACKEND, seed=options.get("seed"))
@@ -146,7 +153,8 @@ class CompiledModel:
     def _compile(self, sig: Signature) -> _Variant:
         try:
             bound = bind(self.graph, dict(sig.entries))
-            return _Variant(sig, bound, self.backend.build_plan(bound))
+            result = optimize(bound, self.opt_level)
+            return _Variant(sig, result.bound, self.backend.build_plan(result.bound), result)
         except JitortError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -156,8 +164,12 @@ class CompiledModel:
         return list(self._variants)
 
     def bound_graph(self, sig: Signature) -> BoundGraph:
-        """The types every value takes under ``sig`` (one of :meth:`signatures`)."""
+        """The (optimized) graph run for ``sig`` and the types of its values."""
         return self._variants[sig].bound
+
+    def optimization(self, sig: Signature) -> OptimizeResult | None:
+        """What the optimizer did for ``sig``: per-pass hits, near misses, node counts."""
+        return self._variants[sig].optimized
 
     def __repr__(self) -> str:
         return (f"<jitort model {self.graph.name!r}: inputs={self.input_names} "
