@@ -284,7 +284,7 @@ def rotary_embedding_ms(x, position_ids, cos_cache, sin_cache, *, interleaved=0,
 # ------------------------------------------------------------------ GroupQueryAttention
 
 def _gqa_infer(ctx, query, key=None, value=None, past_key=None, *_, num_heads, kv_num_heads, **__):
-    qs, ks, ps = shape_of(query), shape_of(key), shape_of(past_key)
+    qs, ks = shape_of(query), shape_of(key)
     dt = dtype_of(query)
     if qs is None:
         return [tt(dt, None)] * max(1, ctx.num_outputs or 1)

@@ -6,7 +6,6 @@ activation module.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnxruntime as ort
-import pytest
-import torch
-import torch.nn.functional as F
-from onnx import helper
+import functools
 
-from jitort.ops.registry import KernelContext, call, lookup
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+from tests.ops.oracle import checker, kernel_runner, t64
+from tests.ops.oracle import ort_run as _ort_run
 
 # (rtol, atol) of a kernel output against a float64 oracle, per output dtype
 TOL = {
@@ -20,43 +19,13 @@ TOL = {
 }
 FLOATS = [np.float32, np.float64, np.float16]
 RNG = np.random.default_rng(7)
-
-
-def run(name, *inputs, opset=22, nout=1, **attrs):
-    out = call(lookup(name, "", opset), list(inputs), attrs, KernelContext(num_outputs=nout, opset=opset))
-    return out[0] if nout == 1 else out
-
-
-def check(got, expected, dtype):
-    dtype = np.dtype(dtype)
-    assert isinstance(got, np.ndarray) and got.dtype == dtype, (type(got), getattr(got, "dtype", None))
-    expected = np.asarray(expected, np.float64)
-    assert got.shape == expected.shape, (got.shape, expected.shape)
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, float(np.abs(expected).max(initial=0)))
-    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol * scale)
+run = kernel_runner(22)
+check = checker(TOL)
+ort_run = functools.partial(_ort_run, opset=19)
 
 
 def rand(shape, dtype):
     return RNG.standard_normal(shape).astype(dtype)
-
-
-def t64(a):
-    return torch.from_numpy(np.asarray(a, np.float64))
-
-
-def ort_run(op_type, inputs, attrs, opset=19, elem=onnx.TensorProto.FLOAT):
-    names = [f"i{k}" for k in range(len(inputs))]
-    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-           for n, a in zip(names, inputs)]
-    node = helper.make_node(op_type, names, ["y"], **attrs)
-    g = helper.make_graph([node], "g", vis, [helper.make_tensor_value_info("y", elem, None)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 9
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return s.run(None, dict(zip(names, inputs)))[0]
 
 
 def torch_conv(x, w, b, stride, pad_b, pad_e, dil, groups):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import ml_dtypes
 import numpy as np
-import onnxruntime as ort
 import pytest
-import torch
 import torch.nn.functional as F
-from onnx import helper
 
-from jitort.ops.registry import KernelContext, call, lookup
+from tests.ops.oracle import checker, kernel_runner, t64
+from tests.ops.oracle import ort_run as _ort_run
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 # (rtol, atol) of a kernel output against a float64 oracle, per output dtype
@@ -22,45 +22,14 @@ TOL = {
 }
 FLOATS = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)]
 RNG = np.random.default_rng(3)
-
-
-def run(name, *inputs, opset=23, nout=1, **attrs):
-    out = call(lookup(name, "", opset), list(inputs), attrs, KernelContext(num_outputs=nout, opset=opset))
-    return out[0] if nout == 1 else out
-
-
-def check(got, expected, dtype):
-    dtype = np.dtype(dtype)
-    assert isinstance(got, np.ndarray) and got.dtype == dtype, (type(got), getattr(got, "dtype", None))
-    expected = np.asarray(expected, np.float64)
-    assert got.shape == expected.shape, (got.shape, expected.shape)
-    rtol, atol = TOL[dtype]
-    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol)
+run = kernel_runner(23)
+check = checker(TOL)
+ort_run = functools.partial(_ort_run, opset=18)
 
 
 def rand(shape, dtype, lo=None):
     a = RNG.standard_normal(shape) if lo is None else RNG.uniform(lo, lo + 1, shape)
     return a.astype(dtype)
-
-
-def t64(a):
-    return torch.from_numpy(np.asarray(a).astype(np.float64))
-
-
-def ort_run(op_type, inputs, attrs, opset=18, nout=1):
-    names = [f"i{k}" for k in range(len(inputs))]
-    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-           for n, a in zip(names, inputs)]
-    outs = [helper.make_tensor_value_info(f"y{k}", helper.np_dtype_to_tensor_dtype(inputs[0].dtype), None)
-            for k in range(nout)]
-    node = helper.make_node(op_type, names, [o.name for o in outs], **attrs)
-    m = helper.make_model(helper.make_graph([node], "g", vis, outs), opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 9
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    res = s.run(None, dict(zip(names, inputs)))
-    return res[0] if nout == 1 else res
 
 
 SHAPES = [(2, 3, 5, 4), (1, 4, 1, 1), (3, 2, 7), (2, 3, 2, 3, 2), (1, 1, 5)]

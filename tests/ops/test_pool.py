@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import helper
 
-from jitort.ops.registry import KernelContext, call, lookup
+from tests.ops.oracle import checker, kernel_runner, t64
+from tests.ops.oracle import ort_run as _ort_run
 
 # (rtol, atol) of a kernel output against a float64 oracle, per output dtype
 TOL = {
@@ -20,45 +19,13 @@ TOL = {
 }
 FLOATS = [np.float32, np.float64, np.float16]
 RNG = np.random.default_rng(11)
-
-
-def run(name, *inputs, opset=22, nout=1, **attrs):
-    out = call(lookup(name, "", opset), list(inputs), attrs, KernelContext(num_outputs=nout, opset=opset))
-    return out[0] if nout == 1 else out
-
-
-def check(got, expected, dtype):
-    dtype = np.dtype(dtype)
-    assert isinstance(got, np.ndarray) and got.dtype == dtype, (type(got), getattr(got, "dtype", None))
-    expected = np.asarray(expected, np.float64)
-    assert got.shape == expected.shape, (got.shape, expected.shape)
-    rtol, atol = TOL[dtype]
-    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol)
+run = kernel_runner(22)
+check = checker(TOL)
+ort_run = _ort_run
 
 
 def rand(shape, dtype):
     return RNG.standard_normal(shape).astype(dtype)
-
-
-def t64(a):
-    return torch.from_numpy(np.asarray(a, np.float64))
-
-
-def ort_run(op_type, inputs, attrs, opset=19, nout=1, out_elems=None):
-    names = [f"i{k}" for k in range(len(inputs))]
-    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-           for n, a in zip(names, inputs)]
-    elems = out_elems or [helper.np_dtype_to_tensor_dtype(inputs[0].dtype)] * nout
-    outs = [helper.make_tensor_value_info(f"y{k}", elems[k], None) for k in range(nout)]
-    node = helper.make_node(op_type, names, [o.name for o in outs], **attrs)
-    m = helper.make_model(helper.make_graph([node], "g", vis, outs),
-                          opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 9
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    res = s.run(None, dict(zip(names, inputs)))
-    return res[0] if nout == 1 else res
 
 
 POOL_CASES = [

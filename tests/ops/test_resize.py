@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnxruntime as ort
-import pytest
-import torch
-import torch.nn.functional as F
-from onnx import helper, numpy_helper
+import functools
 
-from jitort.ops.registry import KernelContext, call, lookup
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+from tests.ops.oracle import checker, kernel_runner, t64
+from tests.ops.oracle import ort_run as _ort_run
 
 # (rtol, atol) of a kernel output against a float64 oracle, per output dtype
 TOL = {
@@ -21,44 +21,14 @@ TOL = {
 }
 FLOATS = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)]
 RNG = np.random.default_rng(5)
+run = kernel_runner(19)
+check = checker(TOL)
+ort_run = functools.partial(_ort_run, opset=19, initializers=True)
 NONE = np.zeros((0,), np.float32)
-
-
-def run(name, *inputs, opset=19, **attrs):
-    return call(lookup(name, "", opset), list(inputs), attrs, KernelContext(opset=opset))[0]
-
-
-def check(got, expected, dtype):
-    dtype = np.dtype(dtype)
-    assert isinstance(got, np.ndarray) and got.dtype == dtype, (type(got), getattr(got, "dtype", None))
-    expected = np.asarray(expected, np.float64)
-    assert got.shape == expected.shape, (got.shape, expected.shape)
-    rtol, atol = TOL[dtype]
-    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=rtol, atol=atol)
 
 
 def rand(shape, dtype):
     return RNG.standard_normal(shape).astype(dtype)
-
-
-def t64(a):
-    return torch.from_numpy(np.asarray(a).astype(np.float64))
-
-
-def ort_run(op_type, inputs, attrs, opset=19):
-    """inputs: list of arrays or None (omitted optional input); constants become initializers."""
-    names = [f"i{k}" if a is not None else "" for k, a in enumerate(inputs)]
-    x = inputs[0]
-    inits = [numpy_helper.from_array(a, n) for n, a in zip(names[1:], inputs[1:]) if a is not None]
-    vi = helper.make_tensor_value_info("i0", helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-    out = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(x.dtype), None)
-    node = helper.make_node(op_type, names, ["y"], **attrs)
-    m = helper.make_model(helper.make_graph([node], "g", [vi], [out], inits),
-                          opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 9
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"i0": x})[0]
 
 
 # ---------------------------------------------------------------- Resize vs torch.interpolate
