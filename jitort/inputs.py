@@ -13,7 +13,7 @@ import numpy as np
 from . import dtypes
 from .errors import InputDtypeError, InputError, InputShapeError, closest
 from .ir.graph import Graph, ValueInfo
-from .ir.types import OptionalType, SequenceType, TensorType
+from .ir.types import MapType, OptionalType, SequenceType, TensorType
 
 
 def to_value(v: Any, declared=None) -> Any:
@@ -27,6 +27,11 @@ def to_value(v: Any, declared=None) -> Any:
         return _from_torch(v)
     if v is None:
         return None
+    if isinstance(v, dict):  # a map: values take the declared value type
+        vt = declared.value if isinstance(declared, MapType) else None
+        if isinstance(vt, TensorType) and vt.dtype is not None and vt.dtype.kind not in "OUS":
+            return {k: vt.dtype.type(x) for k, x in v.items()}
+        return v
     if isinstance(v, (list, tuple)) and isinstance(declared, SequenceType):
         return [to_value(x, declared.elem) for x in v]
     if isinstance(declared, OptionalType):

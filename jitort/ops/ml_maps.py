@@ -46,8 +46,10 @@ def zip_map(X, *, classlabels_int64s=None, classlabels_strings=None):
     # sorted keys; a repeated label keeps its last column (std::map assignment)
     last = {k: i for i, k in enumerate(labels)}
     keys = sorted(last)
-    rows = x.astype(np.float32)[:, [last[k] for k in keys]].tolist()
-    return ([dict(zip(keys, row)) for row in rows],)
+    cols = [last[k] for k in keys]
+    sel = x if cols == list(range(x.shape[1])) else x[:, cols]
+    rows = sel.astype(np.float32).astype(np.float64).tolist()  # float32 values as Python floats
+    return (list(map(dict, map(zip, repeat(keys), rows))),)
 
 
 # ------------------------------------------------------------------ DictVectorizer
@@ -146,7 +148,7 @@ def _cast_values(vals: list, cast_to: str) -> np.ndarray:
     if cast_to == "TO_INT64":
         with np.errstate(invalid="ignore"):
             return f.astype(np.int64)  # C truncation
-    return np.array(["%f" % v for v in f.tolist()], dtype=object)  # std::to_string(float)
+    return np.array([f"{v:f}" for v in f.tolist()], dtype=object)  # std::to_string(float)
 
 
 @op("CastMap", since=1, domain=ML)
@@ -154,7 +156,8 @@ def cast_map(X, *, cast_to="TO_FLOAT", map_form="DENSE", max_map=1):
     """A map int64 -> (string | float) -> [1, n]: DENSE takes the values in key order; SPARSE
     puts the value of key k at column k of max_map columns, padding the others."""
     if cast_to not in _OUT:
-        raise ValueError(f"CastMap: cast_to must be TO_FLOAT, TO_STRING or TO_INT64, got {cast_to!r}")
+        raise ValueError(
+            f"CastMap: cast_to must be TO_FLOAT, TO_STRING or TO_INT64, got {cast_to!r}")
     if map_form not in ("DENSE", "SPARSE"):
         raise ValueError(f"CastMap: map_form must be DENSE or SPARSE, got {map_form!r}")
     m = _as_map(X)

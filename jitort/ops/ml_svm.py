@@ -99,7 +99,8 @@ def _pair_weights(coef: np.ndarray, vpc: np.ndarray, pi: np.ndarray, pj: np.ndar
     """
     n_vec = coef.shape[1]
     cls = np.repeat(np.arange(len(vpc)), vpc)[:, None]  # class of each support vector
-    row = np.where(cls == pi[None, :], pj[None, :] - 1, np.where(cls == pj[None, :], pi[None, :], -1))
+    row = np.where(cls == pi[None, :], pj[None, :] - 1,
+                   np.where(cls == pj[None, :], pi[None, :], -1))
     w = coef[np.maximum(row, 0), np.arange(n_vec)[:, None]]
     return np.where(row >= 0, w, 0.0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
@@ -124,15 +123,18 @@ def test_svc_proba(kernel, n_cls):
     rng = np.random.default_rng(10 * n_cls + KERNELS.index(kernel))
     for n, f in [(1, 3), (9, 5)]:
         node = _node("SVMClassifier", 2, **_svc_attrs(rng, n_cls, f, kernel, True, n_cls == 3))
-        (lab, z) = check(node, _x(rng, n, f), n_cls == 3, tol=PROBA_TOL)
+        (_lab, z) = check(node, _x(rng, n, f), n_cls == 3, tol=PROBA_TOL)
         np.testing.assert_allclose(z.sum(axis=1), 1.0, atol=1e-3)
 
 
-@pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT"])
-@pytest.mark.parametrize("n_cls,proba", [(2, False), (2, True), (4, False), (3, True)])
+# binary PROBIT without probabilities: onnxruntime's output is ill-defined; ours raises (tested below)
+POST_CASES = [(post, n_cls, proba) for post in ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT"]
+              for n_cls, proba in [(2, False), (2, True), (4, False), (3, True)]
+              if not (post == "PROBIT" and n_cls == 2 and not proba)]
+
+
+@pytest.mark.parametrize("post,n_cls,proba", POST_CASES)
 def test_svc_post_transform(post, n_cls, proba):
-    if post == "PROBIT" and n_cls == 2 and not proba:
-        pytest.skip("onnxruntime's output is ill-defined here; ours raises (tested below)")
     rng = np.random.default_rng(7)
     attrs = _svc_attrs(rng, n_cls, 4, "RBF", proba, False, post)
     if proba:  # moderate probabilities: PROBIT of p near 1e-7 is ill-conditioned in float32
@@ -166,11 +168,11 @@ def test_svc_one_dim_input_and_empty_batch():
 def test_svc_sklearn_like_probability():
     """A well-separated 3-class problem: probabilities follow the votes."""
     sv = np.array([[0, 0], [0.2, 0], [5, 5], [5, 5.2], [-5, 5]], np.float32)
-    attrs = dict(classlabels_ints=[0, 1, 2], vectors_per_class=[2, 2, 1],
-                 support_vectors=sv.ravel().tolist(),
-                 coefficients=[1.0, 1, -1, -1, -1, 1, 1, 1, 1, -1], rho=[0.0, 0.0, 0.0],
-                 kernel_type="RBF", kernel_params=[0.5, 0.0, 0.0],
-                 prob_a=[-4.0, -4.0, -4.0], prob_b=[0.0, 0.0, 0.0])
+    attrs = {"classlabels_ints": [0, 1, 2], "vectors_per_class": [2, 2, 1],
+             "support_vectors": sv.ravel().tolist(),
+             "coefficients": [1.0, 1, -1, -1, -1, 1, 1, 1, 1, -1], "rho": [0.0, 0.0, 0.0],
+             "kernel_type": "RBF", "kernel_params": [0.5, 0.0, 0.0],
+             "prob_a": [-4.0, -4.0, -4.0], "prob_b": [0.0, 0.0, 0.0]}
     node = _node("SVMClassifier", 2, **attrs)
     x = np.array([[0.1, 0.0], [5, 5.1], [-5, 5], [2, 2]], np.float32)
     lab, z = check(node, x, tol=PROBA_TOL)
@@ -204,9 +206,23 @@ def test_linear_classifier_binary_label_rules():
     x = np.array([[1, 0], [0, 1], [0.3, 0.2], [-1, -1], [0.2, 0.7], [0, -1]], np.float32)
     for coefs in ([1.0, 0, 0, 1], [0.8, 0.1, 0.1, 0.2], [-1.0, 0, 0, 1], [2.0, 0, 0, -1]):
         for post in ("NONE", "LOGISTIC"):
-            attrs = dict(classlabels_ints=[3, 7], coefficients=coefs, rho=[0.0],
-                         kernel_params=[0.0, 0.0, 0.0], post_transform=post)
+            attrs = {"classlabels_ints": [3, 7], "coefficients": coefs, "rho": [0.0],
+                     "kernel_params": [0.0, 0.0, 0.0], "post_transform": post}
             check(_node("SVMClassifier", 2, **attrs), x)
+
+
+def test_linear_classifier_with_proba_and_single_class():
+    rng = np.random.default_rng(21)
+    x = _x(rng, 7, 3)
+    for n_cls in (2, 3):  # prob_a given: plain arg max labels, no probability estimate
+        attrs = dict(_labels(n_cls, False), coefficients=rng.standard_normal(n_cls * 3).tolist(),
+                     rho=[0.1], kernel_params=[0.0, 0.0, 0.0], prob_a=[-1.0], prob_b=[0.0])
+        check(_node("SVMClassifier", 2, **attrs), x)
+    for post in ("NONE", "LOGISTIC", "PROBIT"):  # one class: one score column
+        attrs = {"classlabels_strings": ["only"], "coefficients": [0.1, 0.2, 0.05], "rho": [0.3],
+                 "kernel_params": [0.0, 0.0, 0.0], "post_transform": post}
+        check(_node("SVMClassifier", 2, **attrs), np.abs(x) * 0.3, strings=True,
+              tol=PROBIT_TOL)
 
 
 # ------------------------------------------------------------------ SVMRegressor
@@ -217,16 +233,17 @@ def test_linear_classifier_binary_label_rules():
 def test_regressor_svc(kernel, one_class):
     rng = np.random.default_rng(KERNELS.index(kernel) + 5 * one_class)
     for n, f, nsv in [(1, 3, 1), (10, 4, 6), (5, 1, 3)]:
-        attrs = dict(n_supports=nsv, support_vectors=rng.standard_normal(nsv * f).tolist(),
-                     coefficients=rng.standard_normal(nsv).tolist(), rho=[0.3],
-                     kernel_type=kernel, kernel_params=[0.4, 0.2, 2.0], one_class=one_class)
+        attrs = {"n_supports": nsv, "support_vectors": rng.standard_normal(nsv * f).tolist(),
+                 "coefficients": rng.standard_normal(nsv).tolist(), "rho": [0.3],
+                 "kernel_type": kernel, "kernel_params": [0.4, 0.2, 2.0],
+                 "one_class": one_class}
         check(_node("SVMRegressor", 1, **attrs), _x(rng, n, f))
 
 
 def test_regressor_linear_and_1d():
     rng = np.random.default_rng(11)
-    attrs = dict(coefficients=[0.5, -1.0, 2.0], rho=[0.1], kernel_type="RBF",
-                 kernel_params=[0.1, 0.0, 0.0])  # no support vectors: always linear
+    attrs = {"coefficients": [0.5, -1.0, 2.0], "rho": [0.1], "kernel_type": "RBF",
+             "kernel_params": [0.1, 0.0, 0.0]}  # no support vectors: always linear
     node = _node("SVMRegressor", 1, **attrs)
     check(node, _x(rng, 8, 3))
     check(node, rng.standard_normal(3).astype(np.float32))
@@ -238,9 +255,9 @@ def test_regressor_linear_and_1d():
 def test_regressor_input_dtypes(dtype):
     """onnxruntime only takes float; compare our dtype result with ours on float32 input."""
     rng = np.random.default_rng(12)
-    attrs = dict(n_supports=4, support_vectors=rng.standard_normal(12).tolist(),
-                 coefficients=rng.standard_normal(4).tolist(), rho=[0.3], kernel_type="RBF",
-                 kernel_params=[0.4, 0.0, 0.0])
+    attrs = {"n_supports": 4, "support_vectors": rng.standard_normal(12).tolist(),
+             "coefficients": rng.standard_normal(4).tolist(), "rho": [0.3], "kernel_type": "RBF",
+             "kernel_params": [0.4, 0.0, 0.0]}
     node = _node("SVMRegressor", 1, **attrs)
     x = _x(rng, 5, 3, dtype)
     (y,) = run_ours(node, x)
@@ -252,7 +269,7 @@ def test_regressor_input_dtypes(dtype):
 def test_regressor_post_transform_follows_spec():
     """onnxruntime ignores post_transform on SVMRegressor; we apply it as the spec says."""
     rng = np.random.default_rng(13)
-    attrs = dict(coefficients=[0.5, -1.0], rho=[0.1], kernel_params=[0.0, 0.0, 0.0])
+    attrs = {"coefficients": [0.5, -1.0], "rho": [0.1], "kernel_params": [0.0, 0.0, 0.0]}
     x = _x(rng, 6, 2)
     (raw,) = run_ours(_node("SVMRegressor", 1, **attrs), x)
     (lg,) = run_ours(_node("SVMRegressor", 1, post_transform="LOGISTIC", **attrs), x)
@@ -262,8 +279,8 @@ def test_regressor_post_transform_follows_spec():
 def test_rbf_far_points_stable():
     """Large offsets: the expanded distance must not lose the small differences."""
     sv = np.array([[1000.0, 1000.0], [1000.5, 1000.0]], np.float32)
-    attrs = dict(n_supports=2, support_vectors=sv.ravel().tolist(), coefficients=[1.0, 1.0],
-                 rho=[0.0], kernel_type="RBF", kernel_params=[1.0, 0.0, 0.0])
+    attrs = {"n_supports": 2, "support_vectors": sv.ravel().tolist(), "coefficients": [1.0, 1.0],
+             "rho": [0.0], "kernel_type": "RBF", "kernel_params": [1.0, 0.0, 0.0]}
     x = np.array([[1000.25, 1000.0], [1000.0, 1001.0]], np.float32)
     (y,) = run_ours(_node("SVMRegressor", 1, **attrs), x)
     exp = np.exp(-np.array([[0.0625, 0.0625], [1.0, 1.25]])).sum(axis=1, keepdims=True)
