@@ -41,6 +41,7 @@ class BoundGraph:
     graph: Graph
     types: dict[str, ValueType] = field(default_factory=dict)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
+    fed: frozenset = frozenset()  # graph inputs the Signature feeds (others use their initializer)
 
     def output_types(self) -> list[ValueType]:
         return [self.types.get(n) for n in self.graph.output_names]
@@ -48,7 +49,7 @@ class BoundGraph:
 
 def bind(graph: Graph, input_types: dict[str, ValueType]) -> BoundGraph:
     """Types of every value of ``graph`` when its inputs have ``input_types``."""
-    b = BoundGraph(graph)
+    b = BoundGraph(graph, fed=frozenset(n for n in input_types if n in graph.input_names))
     for name, arr in graph.initializers.items():
         b.types[name] = TensorType(arr.dtype, arr.shape)
         if arr.size <= CONST_LIMIT:

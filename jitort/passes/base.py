@@ -38,6 +38,8 @@ class PassContext:
     types: dict[str, ValueType] = field(default_factory=dict)
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     level: int = EXTENDED
+    #: Graph inputs fed by the Signature; an initializer-backed input not in here is constant.
+    fed: frozenset = frozenset()
     #: Largest constant (in elements) constant folding may create.
     fold_limit: int = 1 << 20
     hits: Counter = field(default_factory=Counter)

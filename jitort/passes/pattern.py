@@ -60,7 +60,7 @@ class GraphView:
         """The value of ``name`` when it is fixed for this Signature (not an overridable input)."""
         if not name:
             return None
-        if name in self.graph.initializers and name not in self.graph.input_names:
+        if name in self.graph.initializers and name not in self.ctx.fed:
             return self.graph.initializers[name]
         return self.ctx.consts.get(name)
 

@@ -59,13 +59,14 @@ def copy_graph(graph: Graph) -> Graph:
 
 def optimize(bound: BoundGraph, level: int = EXTENDED) -> OptimizeResult:
     """Optimize ``bound.graph`` for its Signature; the input graph is left untouched."""
-    graph = copy_graph(bound.graph)
-    n0 = len(graph.nodes)
-    result = OptimizeResult(graph, bound, level, nodes_before=n0, nodes_after=n0)
+    n0 = len(bound.graph.nodes)
     if level <= 0:
-        return result
-    ctx = PassContext(types=dict(bound.types), consts=dict(bound.consts), level=level)
+        return OptimizeResult(bound.graph, bound, level, nodes_before=n0, nodes_after=n0)
+    graph = copy_graph(bound.graph)
+    result = OptimizeResult(graph, bound, level, nodes_before=n0, nodes_after=n0)
+    ctx = PassContext(types=dict(bound.types), consts=dict(bound.consts), level=level, fed=bound.fed)
     passes = [p for lv in range(1, level + 1) for p in registered_passes(lv)]
+    fed_types = {n: bound.types[n] for n in bound.fed}
     for _ in range(MAX_ROUNDS):
         changed = False
         for p in passes:
@@ -73,13 +74,12 @@ def optimize(bound: BoundGraph, level: int = EXTENDED) -> OptimizeResult:
         if not changed:
             break
         # re-bind so later passes see types of the values earlier ones created
-        rebound = bind(graph, {v.name: bound.types.get(v.name) for v in graph.inputs if v.name in bound.types})
+        rebound = bind(graph, fed_types)
         ctx.types, ctx.consts = dict(rebound.types), dict(rebound.consts)
     result.passes = [PassReport(p.name, p.level, ctx.hits[p.name]) for p in passes]
     result.near_misses = list(ctx.near_misses)
     result.nodes_after = len(graph.nodes)
-    input_types = {v.name: bound.types[v.name] for v in graph.inputs if v.name in bound.types}
-    result.bound = bind(graph, input_types)
+    result.bound = bind(graph, fed_types)
     return result
 
 

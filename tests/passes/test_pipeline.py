@@ -52,7 +52,7 @@ def test_level_zero_changes_nothing_and_input_graph_is_untouched():
     before = [(n.op_type, list(n.inputs)) for n in g.nodes]
     for level in (0, 1, 2, 3):
         res = optimize(bound, level)
-        assert res.graph is not g
+        assert (res.graph is g) == (level == 0)
         assert [(n.op_type, list(n.inputs)) for n in g.nodes] == before
     assert optimize(bound, 0).nodes_after == len(g.nodes)
 
@@ -93,3 +93,15 @@ def test_inference_session_maps_ort_levels():
                             (jitort.GraphOptimizationLevel.ORT_ENABLE_ALL, 2)]:
         so.graph_optimization_level = ort_level
         assert jitort.InferenceSession(m, sess_options=so).model.opt_level == ours
+
+
+def test_initializer_backed_input_is_constant_only_when_not_fed():
+    m = model([helper.make_node("Add", ["x", "w"], ["y"])], [("x", F, [3]), ("w", F, [3])], [("y", F, [3])],
+              inits={"w": np.arange(3, dtype=np.float32)})
+    g = import_model(m).graph
+    t = TensorType(np.dtype("float32"), (3,))
+    unfed = bind(g, {"x": t})
+    fed = bind(g, {"x": t, "w": t})
+    assert unfed.fed == {"x"} and fed.fed == {"x", "w"}
+    assert GraphView(g, PassContext(fed=unfed.fed)).const("w") is not None
+    assert GraphView(g, PassContext(fed=fed.fed)).const("w") is None
