@@ -87,6 +87,9 @@ def _infer_node(node: Node, opsets: dict, b: BoundGraph) -> list[ValueType]:
             b.consts[node.outputs[0]] = shape_value
         return _pad([type_of(shape_value)], n_out)
     if entry is not None and _can_evaluate(node, consts):
+        predicted = _onnx_infer(node, version, opsets, in_types, consts)
+        if any(not _small(t) for t in predicted):
+            return _pad(predicted, n_out)  # a large constant: known type, never materialized here
         values = _evaluate(entry, node, consts, version)
         if values is not None:
             for name, v in zip(node.outputs, values):
@@ -110,6 +113,11 @@ def _shape_of_static(node: Node, in_types: list) -> np.ndarray | None:
     end = node.attrs.get("end", rank)
     start, end = (max(0, min(rank, v + rank if v < 0 else v)) for v in (start, end))
     return np.array(t.shape[start:end], dtype=np.int64)
+
+
+def _small(t: ValueType) -> bool:
+    """Whether a predicted output is static and at most CONST_LIMIT elements (unknown: no)."""
+    return isinstance(t, TensorType) and t.is_static and int(np.prod(t.shape, dtype=np.int64)) <= CONST_LIMIT
 
 
 def _pad(types: list, n: int) -> list:
