@@ -1,5 +1,9 @@
-"""The ``jitort`` command line. ``jitort run`` loads a model, feeds it random inputs of the given
-shapes, and prints its outputs and timings (load, first call, warm latency)."""
+"""The ``jitort`` command line.
+
+``jitort run`` loads a model, feeds it random inputs of the given shapes, and prints its outputs
+and timings (load, first call, warm latency). ``jitort inspect`` shows what the optimizer does for
+one Signature: per-pass hits and node counts, op histograms, fused regions, near misses; ``--save``
+writes the optimized model (fused nodes as ONNX functions), checked by onnx.checker."""
 
 from __future__ import annotations
 
@@ -91,6 +95,37 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    import json
+
+    from .inspect import format_report, inspect_model, load_shapes_file, save_optimized
+
+    shapes = load_shapes_file(args.shapes_from) if args.shapes_from else {}
+    shapes.update(dict(args.shape or []))
+    report, result, model = inspect_model(args.model, shapes, args.level)
+    if args.save:
+        try:
+            save_optimized(result, model, args.save)
+        except Exception as exc:  # noqa: BLE001 - a model the checker rejects is a failure to report
+            raise JitortError(f"--save {args.save}: {type(exc).__name__}: {exc}") from exc
+        report.saved = args.save
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _level(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 3:
+        raise argparse.ArgumentTypeError(f"level must be 0, 1, 2 or 3, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jitort", description="JIT-compiling runtime for ONNX models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--backend", default=None, help="execution backend (default: reference)")
     r.set_defaults(fn=cmd_run)
+    i = sub.add_parser("inspect", help="show what the optimizer does to a model for given input shapes")
+    i.add_argument("model", help="path to an .onnx file")
+    i.add_argument("--shape", action="append", type=parse_shape, metavar="NAME=D1xD2...",
+                   help="shape of an input (repeatable); symbolic dims not given default to 1")
+    i.add_argument("--shapes-from", metavar="FILE.json",
+                   help='input shapes from JSON: {"name": [1, 3, 224, 224]} or {"name": "1x3x224x224"}')
+    i.add_argument("--level", type=_level, default=2, help="optimization level 0-3 (default 2)")
+    i.add_argument("--save", metavar="OUT.onnx", help="write the optimized model and check it with onnx.checker")
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
+    i.set_defaults(fn=cmd_inspect)
     return p
 
 
