@@ -26,16 +26,6 @@ REGION_OP = "ElementwiseRegion"
 
 
 @dataclass
-class PassLine:
-    name: str
-    level: int
-    hits: int = 0
-    nodes_before: int | None = None  # whole graph, right before the pass first ran
-    nodes_after: int | None = None  # whole graph, right after that first run
-    delta: int = 0  # node-count change summed over every round it ran in
-
-
-@dataclass
 class Report:
     model: str
     level: int
@@ -44,7 +34,7 @@ class Report:
     nodes_before: int = 0
     nodes_after: int = 0
     rounds: int = 0
-    passes: list = field(default_factory=list)  # PassLine
+    passes: list = field(default_factory=list)  # pipeline.PassReport
     ops_before: dict = field(default_factory=dict)
     ops_after: dict = field(default_factory=dict)
     regions: list = field(default_factory=list)  # {"name", "ops", "inputs", "outputs"}
@@ -136,47 +126,6 @@ def load_shapes_file(path: str) -> dict[str, tuple]:
 
 
 # -- tracing the optimizer ------------------------------------------------------------------------
-def traced_optimize(bound, level: int):
-    """``pipeline.optimize`` with the node count recorded around every pass run.
-
-    The same loop as ``pipeline.optimize`` (rounds to a fixpoint, re-binding between rounds); a
-    test checks both end on the same graph. Returns (OptimizeResult, [PassLine], rounds)."""
-    from .ir.infer import bind
-    from .passes.base import PassContext, registered_passes
-    from .passes.pipeline import MAX_ROUNDS, OptimizeResult, PassReport, copy_graph
-
-    graph = copy_graph(bound.graph)
-    n0 = len(graph.nodes)
-    result = OptimizeResult(graph, bound, level, nodes_before=n0, nodes_after=n0)
-    if level <= 0:
-        return result, [], 0
-    ctx = PassContext(types=dict(bound.types), consts=dict(bound.consts), level=level)
-    passes = [p for lv in range(1, level + 1) for p in registered_passes(lv)]
-    lines = {p.name: PassLine(p.name, p.level) for p in passes}
-    rounds = 0
-    for _ in range(MAX_ROUNDS):
-        rounds += 1
-        changed = False
-        for p in passes:
-            before = len(graph.nodes)
-            changed |= bool(p.fn(graph, ctx))
-            line = lines[p.name]
-            if line.nodes_before is None:
-                line.nodes_before, line.nodes_after = before, len(graph.nodes)
-            line.delta += len(graph.nodes) - before
-        if not changed:
-            break
-        rebound = bind(graph, {v.name: bound.types.get(v.name) for v in graph.inputs if v.name in bound.types})
-        ctx.types, ctx.consts = dict(rebound.types), dict(rebound.consts)
-    result.passes = [PassReport(p.name, p.level, ctx.hits[p.name]) for p in passes]
-    for p in passes:
-        lines[p.name].hits = ctx.hits[p.name]
-    result.near_misses = list(ctx.near_misses)
-    result.nodes_after = len(graph.nodes)
-    result.bound = bind(graph, {v.name: bound.types[v.name] for v in graph.inputs if v.name in bound.types})
-    return result, [lines[p.name] for p in passes], rounds
-
-
 def op_histogram(graph: Graph) -> dict[str, int]:
     c = Counter(f"{n.domain}::{n.op_type}" if n.domain else n.op_type for n in graph.nodes)
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -186,18 +135,19 @@ def inspect_model(path_or_model, shapes: dict[str, tuple] | None = None, level: 
     """Optimize a model for the given input shapes; returns (Report, OptimizeResult, Model)."""
     from .ir.infer import bind
     from .ir.onnx_import import import_model
+    from .passes.pipeline import optimize
 
     model: Model = import_model(path_or_model)
     notes: list[str] = []
     types = input_types(model.graph, dict(shapes or {}), notes)
     bound = bind(model.graph, types)
-    result, lines, rounds = traced_optimize(bound, level)
+    result = optimize(bound, level)
     report = Report(
         model=str(path_or_model) if isinstance(path_or_model, str) else "<model>",
         level=level,
         signature={n: {"dtype": np.dtype(t.dtype).name, "shape": list(t.shape)} for n, t in types.items()},
-        notes=notes, nodes_before=result.nodes_before, nodes_after=result.nodes_after, rounds=rounds,
-        passes=lines, ops_before=op_histogram(model.graph), ops_after=op_histogram(result.graph),
+        notes=notes, nodes_before=result.nodes_before, nodes_after=result.nodes_after, rounds=result.rounds,
+        passes=result.passes, ops_before=op_histogram(model.graph), ops_after=op_histogram(result.graph),
         regions=[{"name": n.name, "ops": [m.op_type for m in n.attrs["body"].nodes],
                   "inputs": len(n.inputs), "outputs": len(n.outputs)}
                  for n in result.graph.nodes if n.domain == "jitort" and n.op_type == REGION_OP],
@@ -212,14 +162,8 @@ def save_optimized(result, model: Model, path: str) -> None:
     import onnx
 
     from .ir.fused_export import export_optimized
-    from .ir.graph import ValueInfo
-    from .passes.pipeline import copy_graph
 
-    g = copy_graph(result.graph)
-    types = result.bound.types
-    g.inputs = [ValueInfo(v.name, types.get(v.name, v.type), v.doc) for v in g.inputs]
-    g.outputs = [ValueInfo(v.name, types.get(v.name, v.type), v.doc) for v in g.outputs]
-    proto = export_optimized(g, base=model)
+    proto = export_optimized(result.graph, base=model, types=result.bound.types)
     onnx.save(proto, path)
     onnx.checker.check_model(path)
 

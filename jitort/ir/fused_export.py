@@ -30,6 +30,12 @@ def onnx_body(op_type: str):
     return deco
 
 
+def body_for(op_type: str) -> Callable[[Node], list]:
+    """The ONNX body builder of jitort::op_type (KeyError if it has none)."""
+    has_body(op_type)
+    return _BODIES[op_type]
+
+
 def has_body(op_type: str) -> bool:
     from ..ops import registry
 
@@ -37,11 +43,19 @@ def has_body(op_type: str) -> bool:
     return op_type in _BODIES
 
 
-def export_optimized(graph: Graph, base: Model | None = None) -> onnx.ModelProto:
-    """A ModelProto of ``graph`` where each jitort-domain node calls a generated ONNX function."""
+def export_optimized(graph: Graph, base: Model | None = None, types: dict | None = None) -> onnx.ModelProto:
+    """A ModelProto of ``graph`` where each jitort-domain node calls a generated ONNX function.
+
+    ``types`` (a BoundGraph's) gives the graph's inputs and outputs the Signature's concrete
+    types: an optimized graph is specialized to them, and onnx.checker wants typed outputs.
+    """
+    from .graph import ValueInfo
     from .onnx_export import export_model
 
     g = _rewrite(graph, functions := [])
+    if types:
+        g.inputs = [ValueInfo(v.name, types.get(v.name, v.type), v.doc) for v in g.inputs]
+        g.outputs = [ValueInfo(v.name, types.get(v.name, v.type), v.doc) for v in g.outputs]
     model = Model(g) if base is None else Model(g, base.ir_version, base.producer_name,
                                                 base.producer_version, base.domain,
                                                 base.model_version, base.doc, dict(base.metadata))

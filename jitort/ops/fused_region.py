@@ -92,7 +92,7 @@ def _inline(member: Node, ins: list[str], outs: list[str], prefix: str) -> list:
     """A fused member's own function body with its formals renamed onto the region's names."""
     if not fused_export.has_body(member.op_type):
         raise NotImplementedError(f"no ONNX function body for jitort::{member.op_type}")
-    builder = fused_export._BODIES[member.op_type]  # noqa: SLF001 (no public accessor yet)
+    builder = fused_export.body_for(member.op_type)
     formals = {f"x{i}": v for i, v in enumerate(ins)}
     formals.update({f"y{j}": v for j, v in enumerate(outs)})
     out = []

@@ -82,7 +82,7 @@ def _activation(view: GraphView, node: Node) -> tuple[str, list] | None:
 
 
 def _match(view: GraphView, ctx: PassContext, mm: Node):
-    a, b = mm.inputs[0], mm.inputs[1]
+    a = mm.inputs[0]
     y = mm.outputs[0]
     shape, dtype = view.shape(y), view.dtype(y)
     if shape is None or not is_float(view, a) or not shape:

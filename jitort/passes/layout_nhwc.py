@@ -1,4 +1,4 @@
-"""NHWC layout (level 3, order 1000): run connected convolution regions channels-last on CPU,
+"""NHWC layout (level 3, order 800, before elementwise regions): run connected convolution regions channels-last on CPU,
 with Transposes only where a region meets the rest of the graph.
 
       x (N C H W)                                x (N C H W)
@@ -41,9 +41,8 @@ NAME = "layout_nhwc"
 RANK = 4
 TO_LAST, TO_FIRST = to_last_perm(RANK), to_first_perm(RANK)
 
-#: elementwise ops whose result does not depend on the layout; (op_type, domain) pairs. Other
-#: modules may add their own layout-agnostic fused elementwise ops with register_elementwise.
-UNARY = {(o, "") for o in (
+#: elementwise ops whose result does not depend on the layout; (op_type, domain) pairs.
+UNARY = {("Gelu", "jitort")} | {(o, "") for o in (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu",
     "Celu", "Softplus", "Softsign", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf",
     "Gelu", "Identity", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Mish", "ThresholdedRelu",
@@ -53,11 +52,6 @@ BINARY = {(o, "") for o in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Su
                             "LessOrEqual", "GreaterOrEqual", "Where")}
 POOLS = {"MaxPool": "MaxPoolNHWC", "AveragePool": "AveragePoolNHWC",
          "GlobalAveragePool": "GlobalAveragePoolNHWC", "GlobalMaxPool": "GlobalMaxPoolNHWC"}
-
-
-def register_elementwise(op_type: str, domain: str = "", unary: bool = True) -> None:
-    """Declare ``domain::op_type`` elementwise (layout-agnostic) so regions pass through it."""
-    (UNARY if unary else BINARY).add((op_type, domain))
 
 
 # ---------------------------------------------------------------------------------- pattern
@@ -320,7 +314,7 @@ def _convert(view: GraphView, ctx: PassContext, region: list[Node], roles: dict[
 # ---------------------------------------------------------------------------------- the pass
 
 
-@graph_pass(NAME, level=LAYOUT, order=1000)
+@graph_pass(NAME, level=LAYOUT, order=800)
 def layout_nhwc(graph, ctx: PassContext) -> bool:
     view = GraphView(graph, ctx)
     roles: dict[int, _Role] = {}

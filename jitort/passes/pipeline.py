@@ -6,8 +6,9 @@
                         elementwise regions)
     level 3 layout    + NCHW -> NHWC for CPU convolution chains
 
-Each level's passes run in order, repeatedly, until none changes the graph (at most
-``MAX_ROUNDS``); a level includes the ones below it.
+A level includes the ones below it. The passes of all included levels run sorted by their
+``order`` (so the layout pass, order 800, runs before elementwise regions, order 900), repeatedly,
+until none changes the graph (at most ``MAX_ROUNDS``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class PassReport:
     name: str
     level: int
     hits: int = 0
+    nodes_before: int | None = None  # whole graph, right before the pass first ran
+    nodes_after: int | None = None  # whole graph, right after that first run
+    delta: int = 0  # node-count change summed over every round the pass ran in
 
 
 @dataclass
@@ -38,6 +42,7 @@ class OptimizeResult:
     near_misses: list[NearMiss] = field(default_factory=list)
     nodes_before: int = 0
     nodes_after: int = 0
+    rounds: int = 0
 
     @property
     def hits(self) -> dict[str, int]:
@@ -65,18 +70,27 @@ def optimize(bound: BoundGraph, level: int = EXTENDED) -> OptimizeResult:
     graph = copy_graph(bound.graph)
     result = OptimizeResult(graph, bound, level, nodes_before=n0, nodes_after=n0)
     ctx = PassContext(types=dict(bound.types), consts=dict(bound.consts), level=level, fed=bound.fed)
-    passes = [p for lv in range(1, level + 1) for p in registered_passes(lv)]
+    passes = sorted((p for lv in range(1, level + 1) for p in registered_passes(lv)), key=lambda p: p.order)
     fed_types = {n: bound.types[n] for n in bound.fed}
+    reports = {p.name: PassReport(p.name, p.level) for p in passes}
     for _ in range(MAX_ROUNDS):
+        result.rounds += 1
         changed = False
         for p in passes:
+            before = len(graph.nodes)
             changed |= bool(p.fn(graph, ctx))
+            rep = reports[p.name]
+            if rep.nodes_before is None:
+                rep.nodes_before, rep.nodes_after = before, len(graph.nodes)
+            rep.delta += len(graph.nodes) - before
         if not changed:
             break
         # re-bind so later passes see types of the values earlier ones created
         rebound = bind(graph, fed_types)
         ctx.types, ctx.consts = dict(rebound.types), dict(rebound.consts)
-    result.passes = [PassReport(p.name, p.level, ctx.hits[p.name]) for p in passes]
+    for p in passes:
+        reports[p.name].hits = ctx.hits[p.name]
+    result.passes = list(reports.values())
     result.near_misses = list(ctx.near_misses)
     result.nodes_after = len(graph.nodes)
     result.bound = bind(graph, fed_types)
