@@ -112,6 +112,32 @@ class Graph:
                 f"outputs={self.output_names})")
 
 
+def rename_free(g: Graph, mapping: dict[str, str]) -> None:
+    """Inside subgraph ``g``, reads of enclosing-scope names in ``mapping`` read their targets
+    (names ``g`` defines itself are left alone, at every depth)."""
+    free = g.free_names()
+    local = {k: v for k, v in mapping.items() if k in free}
+    if not local:
+        return
+    for n in g.nodes:
+        n.inputs = [local.get(i, i) for i in n.inputs]
+        for s in n.subgraphs():
+            rename_free(s, local)
+    for o in g.outputs:
+        o.name = local.get(o.name, o.name)
+
+
+def rename_reads(graph: Graph, mapping: dict[str, str]) -> None:
+    """Every read of a name in ``mapping`` (node inputs, subgraph free variables) reads its
+    target. Graph outputs are not renamed: the caller must not map them."""
+    if not mapping:
+        return
+    for n in graph.nodes:
+        n.inputs = [mapping.get(i, i) for i in n.inputs]
+        for g in n.subgraphs():
+            rename_free(g, mapping)
+
+
 @dataclass
 class Model:
     """A graph plus the model-level metadata an ONNX file carries."""

@@ -17,7 +17,7 @@ from .. import dtypes
 from ..errors import ModelLoadError
 from ..ops.attrs import attribute_value, sparse_value, tensor_value
 from .functions import inline_function
-from .graph import Graph, Model, Node, ValueInfo
+from .graph import Graph, Model, Node, ValueInfo, rename_free
 from .types import MapType, OptionalType, SequenceType, TensorType, ValueType
 
 
@@ -117,7 +117,7 @@ class _Importer:
         for n in gp.node:
             g.nodes.extend(self.node(n))
         if rename:
-            _rename_free(g, rename)
+            rename_free(g, rename)
         return g
 
     def node(self, n) -> list[Node]:
@@ -148,20 +148,6 @@ def _node_proto(node: Node):
     from .onnx_export import node_proto  # local import: export depends on nothing here
 
     return node_proto(node)
-
-
-def _rename_free(g: Graph, mapping: dict) -> None:
-    free = g.free_names()
-    sub = {k: v for k, v in mapping.items() if k in free}
-    if not sub:
-        return
-    for n in g.nodes:
-        n.inputs = [sub.get(i, i) for i in n.inputs]
-        for s in n.subgraphs():
-            _rename_free(s, sub)
-    for o in g.outputs:
-        if o.name in sub:
-            o.name = sub[o.name]
 
 
 def import_model(source) -> Model:

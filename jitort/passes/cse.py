@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import Graph
+from ..ir.graph import Graph, rename_free
 from .base import BASIC, PassContext, graph_pass
-from .dedup import rename_free
 from .fold import NONDETERMINISTIC
 
 NAME = "common_subexpression"

@@ -18,7 +18,7 @@ import hashlib
 
 import numpy as np
 
-from ..ir.graph import Graph
+from ..ir.graph import Graph, rename_reads
 from .base import BASIC, PassContext, graph_pass
 
 NAME = "initializer_dedup"
@@ -57,28 +57,3 @@ def _bytes(a: np.ndarray) -> np.ndarray:
 
 def _digest(a: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).digest()
-
-
-def rename_reads(graph: Graph, mapping: dict[str, str]) -> None:
-    """Every read of a name in ``mapping`` (node inputs, subgraph free variables) reads its target.
-
-    Graph outputs are not renamed: the caller must not map them."""
-    if not mapping:
-        return
-    for n in graph.nodes:
-        n.inputs = [mapping.get(i, i) for i in n.inputs]
-        for g in n.subgraphs():
-            rename_free(g, mapping)
-
-
-def rename_free(g: Graph, mapping: dict[str, str]) -> None:
-    free = g.free_names()
-    local = {k: v for k, v in mapping.items() if k in free}
-    if not local:
-        return
-    for n in g.nodes:
-        n.inputs = [local.get(i, i) for i in n.inputs]
-        for s in n.subgraphs():
-            rename_free(s, local)
-    for o in g.outputs:
-        o.name = local.get(o.name, o.name)

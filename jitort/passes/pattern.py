@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, rename_reads
 from ..ir.types import TensorType
 from .base import PassContext
 
@@ -121,11 +121,7 @@ class GraphView:
         a graph output, whose name the caller sees."""
         if self.is_output(old):
             return False
-        for n in self.graph.nodes:
-            if old in n.inputs:
-                n.inputs = [new if i == old else i for i in n.inputs]
-            for g in n.subgraphs():
-                _rename_free(g, old, new)
+        rename_reads(self.graph, {old: new})
         self.invalidate()
         return True
 
@@ -136,15 +132,3 @@ class GraphView:
         if value.size <= 4096:
             self.ctx.consts[name] = value
         return name
-
-
-def _rename_free(g: Graph, old: str, new: str) -> None:
-    if old not in g.free_names():
-        return
-    for n in g.nodes:
-        n.inputs = [new if i == old else i for i in n.inputs]
-        for s in n.subgraphs():
-            _rename_free(s, old, new)
-    for o in g.outputs:
-        if o.name == old:
-            o.name = new
