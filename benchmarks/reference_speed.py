@@ -121,7 +121,8 @@ def worker(runtime: str, model: str, args) -> None:
     if runtime == "jitort":
         import jitort
 
-        m = jitort.load(args.model_path, backend="reference", num_threads=args.threads)
+        m = jitort.load(args.model_path, backend="reference", num_threads=args.threads,
+                        opt_level=args.opt_level)
         names = m.output_names
 
         def call():
@@ -180,7 +181,7 @@ def worker_env(threads: int) -> dict:
 def run_worker(runtime, model, model_path, inputs, outdir, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", runtime, model, "--model-path", model_path,
            "--inputs", inputs, "--outdir", outdir, "--runs", str(args.runs), "--warmup", str(args.warmup),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--opt-level", str(args.opt_level)]
     p = subprocess.run(cmd, env=worker_env(args.threads), capture_output=True, text=True, cwd=ROOT)
     if p.returncode != 0:
         return {"runtime": runtime, "model": model, "error": (p.stderr or p.stdout).strip()[-2000:]}
@@ -211,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="timed calls per worker")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls per worker (the first compiles)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both runtimes")
+    ap.add_argument("--opt-level", type=int, default=0,
+                    help="jitort graph optimization level (default 0: like ORT's, all off)")
     ap.add_argument("--cache-dir", default=os.path.join(ROOT, "cache", "benchmarks"), help="exported models")
     ap.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "reference_speed.json"))
     ap.add_argument("--worker", nargs=2, metavar=("RUNTIME", "MODEL"), help=argparse.SUPPRESS)
