@@ -1,0 +1,434 @@
+"""Shape-specialized float32 GEMM with a fused epilogue: C = act(alpha * A @ B + bias) + residual.
+
+    plan = GemmPlan(M, K, N, epilogue=Epilogue(bias=True, activation="gelu_erf"), threads=2)
+    packed = plan.pack_b(B)                  # once per weight: [N/NR][K][NR], zero-padded
+    plan(A, packed, out, bias=b)             # A [M, K] row-major, read in place; out [M, N]
+
+Pieces:
+
+* the register tile ``llvm_tile.gemm_tile`` (LLVM vector IR, MR x NR accumulators in zmm
+  registers; an N-edge tile stores only its NVALID columns, so N need not be a multiple of NR);
+* a Numba driver generated per (M, K, N, tile, KC, MC, threads, epilogue): loops MC row blocks,
+  KC blocks, NR panels, MR tiles (the order of notes/cpu-gemm-threads.md). Every tile height the
+  loops can produce gets its own tile kernel: the heights are found by running the same loops in
+  Python (``tile_heights``), never guessed;
+* the epilogue runs on each tile right after its last K block is stored, while the tile is
+  still in L1: one pass over C. Activations are vectorizable polynomial forms (``exp_f32``,
+  ``gelu_tanh_f32``, ``gelu_erf_f32``; error bounds tested in tests/backends/cpu/test_gemm.py);
+* M = 1 is the gemv path: a 1 x 64 tile over the whole K, no blocking;
+* threads: the driver's outer loop is ``prange(threads)`` over halves (thirds...) of the NR
+  panels, or of the MR tiles when there are fewer than 2 panels per thread. threads=1 compiles
+  without ``parallel`` and never touches a thread pool. No BLAS is called, so Numba's pool is
+  the only pool (measured with the omp threading layer; see benchmarks/gemm.py).
+
+Compile options: ``error_model='numpy'``, ``fastmath=True``, ``nogil=True``. With ``cache_dir``
+the driver is written as a real module file (named by a hash of its source and of this package's
+code generators), registered in ``sys.modules`` before ``exec_module``, and compiled with
+``cache=True``: later processes load it from Numba's disk cache. Without it the source is exec'd
+and compiled in memory each process (about 0.3-0.7 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+import types as pytypes
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from jitort import config
+
+
+def host_vector_width() -> int:
+    """float32 lanes of the widest FMA vector the host (as LLVM sees it) has: 16 with AVX-512F,
+    8 with AVX2+FMA, else 4."""
+    import llvmlite.binding as llb
+    feats = llb.get_host_cpu_features()
+    if feats.get("avx512f"):
+        return 16
+    return 8 if feats.get("avx2") and feats.get("fma") else 4
+
+
+VW = host_vector_width()
+ACTIVATIONS = ("none", "relu", "gelu_tanh", "gelu_erf")
+#: jitort::FusedMatMul's activation attribute -> ours (others are not generated yet).
+FUSED_MATMUL_ACTIVATIONS = {"": "none", "Relu": "relu", "GeluTanh": "gelu_tanh", "Gelu": "gelu_erf"}
+_JIT = {"error_model": "numpy", "fastmath": True, "nogil": True}
+
+
+# -- vectorizable float32 math (inlined into the epilogue loops) ------------------------------
+@intrinsic
+def _i32_bits_as_f32(typingctx, x):
+    """The float32 whose bit pattern is the low 32 bits of the integer x."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if x.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(x), codegen
+
+
+_F = np.float32
+_LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
+_EXP_LO, _EXP_HI = _F(-87.0), _F(88.0)
+_C2, _C3, _C4, _C5, _C6, _C7 = (_F(1 / math.factorial(i)) for i in range(2, 8))
+_ONE, _HALF, _ZERO = _F(1), _F(0.5), _F(0)
+_GELU_K0, _GELU_K1 = _F(2 * math.sqrt(2 / math.pi)), _F(2 * math.sqrt(2 / math.pi) * 0.044715)
+_SQRT1_2 = _F(1 / math.sqrt(2))
+# Abramowitz & Stegun 7.1.26: erfc(a) ~ t * P(t) * exp(-a^2), t = 1 / (1 + p a), a >= 0
+_AS_P = _F(0.3275911)
+_AS1, _AS2, _AS3, _AS4, _AS5 = (_F(v) for v in (0.254829592, -0.284496736, 1.421413741, -1.453152027,
+                                                 1.061405429))
+
+
+@numba.njit(inline="always", cache=True, **_JIT)
+def exp_f32(x):
+    """e**x in float32: 2**n * p(r), |r| <= ln2/2, p the degree-7 Taylor polynomial (rel. err ~2e-7).
+    Saturates below -87 (tiny, not 0) and above 88."""
+    x = min(max(x, _EXP_LO), _EXP_HI)
+    n = np.floor(x * _LOG2E + _HALF)
+    r = x - n * _LN2_HI - n * _LN2_LO
+    p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * _C7))))))
+    return p * _i32_bits_as_f32((np.int32(n) + 127) << 23)
+
+
+@numba.njit(inline="always", cache=True, **_JIT)
+def gelu_tanh_f32(x):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) written as x / (1 + exp(-2u))."""
+    u = x * (_GELU_K0 + _GELU_K1 * x * x)
+    return x / (_ONE + exp_f32(-u))
+
+
+@numba.njit(inline="always", cache=True, **_JIT)
+def gelu_erf_f32(x):
+    """0.5 x (1 + erf(x / sqrt 2)); erfc from A&S 7.1.26 (abs. error 1.5e-7 in erf)."""
+    a = abs(x) * _SQRT1_2
+    t = _ONE / (_ONE + _AS_P * a)
+    q = t * (_AS1 + t * (_AS2 + t * (_AS3 + t * (_AS4 + t * _AS5)))) * exp_f32(-a * a)  # erfc(a)
+    return x * (_ONE - _HALF * q) if x >= _ZERO else _HALF * x * q
+
+
+@numba.njit(inline="always", cache=True, **_JIT)
+def relu_f32(x):
+    return max(x, _ZERO)
+
+
+_ACT_FN = {"relu": "relu_f32", "gelu_tanh": "gelu_tanh_f32", "gelu_erf": "gelu_erf_f32"}
+
+
+# -- configuration ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Epilogue:
+    """What is fused into the tile store: act(alpha * acc + bias) + residual."""
+    bias: bool = False
+    activation: str = "none"
+    residual: bool = False
+    alpha: float = 1.0
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"GEMM epilogue: unknown activation {self.activation!r}; known: {ACTIVATIONS}")
+
+    @property
+    def empty(self) -> bool:
+        return not self.bias and not self.residual and self.activation == "none" and self.alpha == 1.0
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """MR x NR register tile (NR a multiple of the vector width VW; MR * NR/VW accumulators plus
+    NR/VW B vectors plus one broadcast must fit 32 zmm / 16 ymm registers), KC and MC blocks (None:
+    the whole extent). ``why`` says where the candidate comes from."""
+    MR: int
+    NR: int
+    KC: int | None = None
+    MC: int | None = None
+    why: str = ""
+
+
+_TILES = {
+    16: [(12, 32, "24 zmm acc; best on wide N (128x768x3072), AVX-512 sweep in the notes"),
+         (8, 48, "24 zmm acc; best on 128x768x768"),
+         (6, 64, "24 zmm acc; best on deep K (128x3072x768) and 64x1024x1024"),
+         (4, 64, "16 zmm acc; fewer rows for small M"),
+         (12, 16, "12 zmm acc; narrow N <= 16")],
+    8: [(6, 16, "12 ymm acc + 2 B + 1 broadcast = 15 of 16 ymm (the classic AVX2 shape)"),
+        (4, 24, "12 ymm acc + 3 B + 1 broadcast = 16 ymm"),
+        (8, 8, "8 ymm acc; narrow N <= 8"),
+        (3, 32, "12 ymm acc, 4 B vectors: wider panels")],
+    4: [(6, 8, "12 xmm acc"), (4, 12, "12 xmm acc")],
+}
+
+
+def tile_configs(vw: int | None = None) -> list[TileConfig]:
+    """The tunable candidates for vector width ``vw`` (default: the host's). A tuner times these;
+    ``choose_config`` is the untuned default."""
+    vw = vw or VW
+    out = []
+    for mr, nr, why in _TILES[vw]:
+        for kc in (128, 256, 384, 512):
+            for mc in (None, 96 // mr * mr):
+                out.append(TileConfig(mr, nr, kc, mc, why))
+    out.append(TileConfig(1, 4 * vw, None, 1, "gemv (M = 1): 4 accumulators over the whole K"))
+    return out
+
+
+def choose_config(M: int, K: int, N: int, vw: int | None = None) -> TileConfig:
+    """The default config for a shape and vector width (AVX-512: the 1T sweep in
+    notes/cpu-gemm-threads.md; AVX2: the sweep in benchmarks/gemm.py --sweep)."""
+    vw = vw or VW
+    if M == 1:
+        return TileConfig(1, min(8 * vw, _round_up(max(N, 1), vw)), None, 1, "gemv")
+    if vw == 8:
+        mr, nr = (8, 8) if N <= 8 else (6, 16)
+        kc = min(256, max(K, 1))
+        mc = None if M * kc * 4 <= 256 * 1024 else 96
+        return TileConfig(mr, nr, kc, mc, "default (AVX2)")
+    if vw == 4:
+        return TileConfig(6, 8, min(256, max(K, 1)), None if M <= 96 else 96, "default (SSE)")
+    if N <= 16:
+        mr, nr, kc = 12, 16, 512
+    elif N <= 32:
+        mr, nr, kc = 12, 32, 512
+    elif N <= 48:
+        mr, nr, kc = 8, 48, 512
+    elif K >= 2048:
+        mr, nr, kc = 6, 64, 128
+    elif N >= 2048:
+        mr, nr, kc = 12, 32, 384
+    elif N % 48 == 0 and N % 64 != 0 and K <= 1024:
+        mr, nr, kc = 8, 48, 512
+    else:
+        mr, nr, kc = 6, 64, 512
+    kc = min(kc, max(K, 1))
+    mc = None if M * kc * 4 <= 512 * 1024 else 96 // mr * mr
+    return TileConfig(mr, nr, kc, mc, "default")
+
+
+def _round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+# -- loop structure (shared by the source generator and tile_heights) -------------------------
+def _thread_ranges(M, NP, MR, threads):
+    """Per thread: (m_lo, m_hi, p_lo, p_hi). Splits the NR panels when each thread gets >= 2 of
+    them, else the MR tiles (boundaries at multiples of MR)."""
+    if threads == 1 or NP >= 2 * threads:
+        return [(0, M, NP * t // threads, NP * (t + 1) // threads) for t in range(threads)]
+    tiles = -(-M // MR)
+    return [(min(M, tiles * t // threads * MR), min(M, tiles * (t + 1) // threads * MR), 0, NP)
+            for t in range(threads)]
+
+
+def tile_heights(M, MR, MC, ranges) -> list[int]:
+    """Every tile height the driver's M loops produce (each needs its own tile kernel)."""
+    seen = set()
+    for m_lo, m_hi, p_lo, p_hi in ranges:
+        if p_lo >= p_hi:
+            continue
+        for i0 in range(m_lo, m_hi, MC):
+            i1 = min(i0 + MC, m_hi)
+            for i in range(i0, i1, MR):
+                seen.add(min(MR, i1 - i))
+    return sorted(seen, reverse=True)
+
+
+# -- source generation -----------------------------------------------------------------------
+class GemmPlan:
+    """C[M, N] = act(alpha * A[M, K] @ B[K, N] + bias[N]) + residual[M, N], float32, generated
+    for one shape, tile config, thread count and epilogue. See the module docstring."""
+
+    def __init__(self, M: int, K: int, N: int, epilogue: Epilogue | None = None, threads: int = 1,
+                 config: TileConfig | None = None, cache_dir: str | None = None,
+                 vector_width: int | None = None):
+        if min(M, K, N) < 0 or threads < 1:
+            raise ValueError(f"GemmPlan: bad sizes M={M} K={K} N={N} threads={threads}")
+        self.M, self.K, self.N, self.threads = int(M), int(K), int(N), int(threads)
+        self.epilogue = epilogue or Epilogue()
+        self.VW = vw = int(vector_width or VW)
+        cfg = config or choose_config(M, K, N, vw)
+        if vw not in (4, 8, 16) or cfg.NR % vw or cfg.MR < 1 or cfg.MR * cfg.NR // vw > 30:
+            raise ValueError(f"GemmPlan: unsupported tile {cfg.MR}x{cfg.NR} at vector width {vw}")
+        self.MR, self.NR = cfg.MR, cfg.NR
+        self.KC = min(cfg.KC or max(K, 1), max(K, 1))
+        self.MC = _round_up(max(1, min(cfg.MC or M, M)), self.MR)  # a multiple of MR
+        self.NP = -(-N // self.NR)
+        self.ranges = _thread_ranges(M, self.NP, self.MR, self.threads)
+        self.heights = tile_heights(M, self.MR, self.MC, self.ranges)
+        self.name = f"gemm_{M}x{K}x{N}"
+        self.source = self._generate()
+        self.kernel = self._compile(cache_dir) if M and N else None  # nothing to compute
+
+    # -- public -------------------------------------------------------------------------
+    def pack_b(self, B: np.ndarray) -> np.ndarray:
+        """B [K, N] -> [NP, K, NR] float32, zero-padded past N, 64-byte aligned."""
+        B = np.asarray(B)
+        if B.shape != (self.K, self.N):
+            raise ValueError(f"{self.name}: B must be {(self.K, self.N)}, got {B.shape}")
+        shape = (self.NP, self.K, self.NR)
+        size = max(1, math.prod(shape))
+        raw = np.empty(size + 16, np.float32)
+        start = (-raw.ctypes.data % 64) // 4
+        packed = raw[start:start + size][:math.prod(shape)].reshape(shape)
+        padded = np.zeros((self.K, self.NP * self.NR), np.float32)
+        padded[:, :self.N] = B
+        packed[...] = padded.reshape(self.K, self.NP, self.NR).transpose(1, 0, 2)
+        return packed
+
+    def __call__(self, A, packed, out=None, bias=None, residual=None):
+        M, K, N, ep = self.M, self.K, self.N, self.epilogue
+        if out is None:
+            out = np.empty((M, N), np.float32)
+        _check(self.name, "A", A, (M, K))
+        _check(self.name, "packed B", packed, (self.NP, K, self.NR))
+        _check(self.name, "out", out, (M, N))
+        args = [A, packed, out]
+        if ep.bias:
+            _check(self.name, "bias", bias, (N,))
+            args.append(bias)
+        elif bias is not None:
+            raise ValueError(f"{self.name}: the plan was built without a bias")
+        if ep.residual:
+            _check(self.name, "residual", residual, (M, N))
+            args.append(residual)
+        elif residual is not None:
+            raise ValueError(f"{self.name}: the plan was built without a residual")
+        if M and N:
+            self.kernel(*args)
+        return out
+
+    # -- codegen ------------------------------------------------------------------------
+    def _generate(self) -> str:
+        M, K, N, MR, NR, KC, MC, NP, T = (self.M, self.K, self.N, self.MR, self.NR, self.KC, self.MC,
+                                          self.NP, self.threads)
+        ep = self.epilogue
+        params = "a, bp, c" + (", bias" if ep.bias else "") + (", res" if ep.residual else "")
+        nlast = N - (NP - 1) * NR
+        loop = "numba.prange" if T > 1 else "range"
+        L = [(f"# generated by jitort.backends.cpu.gemm: M={M} K={K} N={N} tile={MR}x{NR} KC={KC} "
+              f"MC={MC} VW={self.VW} threads={T} epilogue={ep}"),
+             "import numba", "import numpy as np",
+             "from jitort.backends.cpu.llvm_tile import gemm_tile",
+             "from jitort.backends.cpu.gemm import relu_f32, gelu_tanh_f32, gelu_erf_f32", "",
+             f"_RANGES = {tuple(self.ranges)}", f"_ALPHA = np.float32({ep.alpha!r})", "", ""]
+        L.append(f"@numba.njit(error_model='numpy', fastmath=True, nogil=True, parallel={T > 1}, "
+                 f"cache=CACHE)")
+        L.append(f"def {self.name}({params}):")
+        if K == 0:  # no product: C = epilogue(0)
+            L += [f"    for i in range({M}):", f"        for j in range({N}):", "            x = np.float32(0.0)"]
+            L += ["            " + s for s in self._epilogue_lines("i", "j")]
+            L += ["            c[i, j] = x"]
+            return "\n".join(L) + "\n"
+        L += [f"    for t in {loop}({T}):",
+              "        m_lo, m_hi, p_lo, p_hi = _RANGES[t]",
+              f"        for i0 in range(m_lo, m_hi, {MC}):",
+              f"            i1 = min(i0 + {MC}, m_hi)",
+              f"            for k0 in range(0, {K}, {KC}):",
+              f"                kc = min({KC}, {K} - k0)",
+              "                acc = k0 > 0",
+              f"                last = k0 + {KC} >= {K}",
+              "                for p in range(p_lo, p_hi):",
+              f"                    boff = p * {K * NR} + k0 * {NR}",
+              f"                    j0 = p * {NR}"]
+        if nlast == NR:
+            L += self._panel_lines(NR, indent=20)
+        elif NP == 1:
+            L += self._panel_lines(nlast, indent=20)
+        else:
+            L += [f"                    if p == {NP - 1}:"] + self._panel_lines(nlast, indent=24)
+            L += ["                    else:"] + self._panel_lines(NR, indent=24)
+        return "\n".join(L) + "\n"
+
+    def _panel_lines(self, nvalid: int, indent: int) -> list[str]:
+        K, N, MR, NR = self.K, self.N, self.MR, self.NR
+        pad = " " * indent
+        L = [pad + f"for i in range(i0, i1, {MR}):"]
+        call = f"gemm_tile(a, i * {K} + k0, bp, boff, c, i * {N} + j0, kc, acc, {{h}}, {NR}, {K}, {N}, {nvalid}, {self.VW})"
+        if self.heights == [MR]:
+            L.append(pad + "    " + call.format(h=MR))
+        else:
+            L.append(pad + f"    rows = min({MR}, i1 - i)")
+            for n, h in enumerate(self.heights):
+                kw = "if" if n == 0 else "elif"
+                L += [pad + f"    {kw} rows == {h}:", pad + "        " + call.format(h=h)]
+        if not self.epilogue.empty:
+            rows = f"min({MR}, i1 - i)"
+            L += [pad + "    if last:",
+                  pad + f"        for r in range(i, i + {rows}):",
+                  pad + f"            for j in range(j0, j0 + {nvalid}):",
+                  pad + "                x = c[r, j]"]
+            L += [pad + "                " + s for s in self._epilogue_lines("r", "j")]
+            L += [pad + "                c[r, j] = x"]
+        return L
+
+    def _epilogue_lines(self, i: str, j: str) -> list[str]:
+        ep, L = self.epilogue, []
+        if ep.alpha != 1.0:
+            L.append("x = x * _ALPHA")
+        if ep.bias:
+            L.append(f"x = x + bias[{j}]")
+        if ep.activation != "none":
+            L.append(f"x = {_ACT_FN[ep.activation]}(x)")
+        if ep.residual:
+            L.append(f"x = x + res[{i}, {j}]")
+        return L
+
+    def _compile(self, cache_dir):
+        if config.DEBUG >= 2:
+            print(self.source)
+        if cache_dir is None:
+            mod = pytypes.ModuleType(f"jitort_generated_{self.name}")
+            mod.CACHE = False
+            exec(compile(self.source, f"<{self.name}>", "exec"), mod.__dict__)  # noqa: S102 (our own source)
+            return getattr(mod, self.name)
+        key = hashlib.sha256((self.source + _generator_hash()).encode()).hexdigest()[:20]
+        modname = f"jitort_gemm_{key}"
+        if modname in sys.modules:
+            return getattr(sys.modules[modname], self.name)
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(cache_dir, modname + ".py")
+        if not os.path.exists(path):  # atomic: temp + rename
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(self.source.replace("cache=CACHE", "cache=True"))
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(modname, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = mod  # before exec_module: Numba's cache locates the module by name
+        spec.loader.exec_module(mod)
+        return getattr(mod, self.name)
+
+
+def _check(name, what, x, shape):
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.shape != shape or not x.flags.c_contiguous:
+        got = (f"{type(x).__name__} {getattr(x, 'dtype', '')} {getattr(x, 'shape', '')}"
+               + ("" if getattr(x, "flags", None) is None or x.flags.c_contiguous else " non-contiguous"))
+        raise ValueError(f"{name}: {what} must be a C-contiguous float32 array of shape {shape}, got {got}")
+
+
+_GEN_HASH = None
+
+
+def _generator_hash() -> str:
+    """Hash of the code generators: a changed tile or driver generator must not reuse old modules."""
+    global _GEN_HASH
+    if _GEN_HASH is None:
+        h = hashlib.sha256(numba.__version__.encode())
+        here = os.path.dirname(os.path.abspath(__file__))
+        for f in ("gemm.py", "llvm_tile.py"):
+            with open(os.path.join(here, f), "rb") as fh:
+                h.update(fh.read())
+        _GEN_HASH = h.hexdigest()
+    return _GEN_HASH
