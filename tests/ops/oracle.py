@@ -59,3 +59,32 @@ def ort_run(op_type, inputs, attrs, opset=19, nout=1, out_elems=None, initialize
     s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     res = s.run(None, dict(fed))
     return res[0] if nout == 1 else res
+
+
+# -- the (op_type, opset, inputs) calling convention of the data-movement tests ---------------
+def run_all(op_type, opset, inputs, num_outputs=1, **attrs) -> list:
+    """Every output of one registry kernel."""
+    return call(lookup(op_type, "", opset), list(inputs), attrs,
+                KernelContext(num_outputs=num_outputs, opset=opset))
+
+
+def run1(op_type, opset, *inputs, **attrs):
+    """The first output of one registry kernel."""
+    return run_all(op_type, opset, inputs, **attrs)[0]
+
+
+def ort_outputs(op_type, opset, inputs, n_out=1, **attrs) -> list:
+    """Every output of a one-node onnxruntime model (None inputs are omitted, all others fed)."""
+    names = [f"i{k}" if v is not None else "" for k, v in enumerate(inputs)]
+    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype)
+                                         if v.dtype != object else 8, v.shape)
+           for n, v in zip(names, inputs) if n]
+    outs = [f"o{k}" for k in range(n_out)]
+    node = helper.make_node(op_type, names, outs, **attrs)
+    g = helper.make_graph([node], "g", vis, [helper.make_empty_tensor_value_info(o) for o in outs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 10
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {n: v for n, v in zip(names, inputs) if n})

@@ -7,13 +7,12 @@ import itertools
 
 import ml_dtypes
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from onnx import helper
 
-from jitort.dtypes import onnx_code
-from jitort.ops.registry import KernelContext, call, lookup
+from tests.ops.oracle import ort_outputs as ort_run
+from tests.ops.oracle import run1
+from tests.ops.oracle import run_all as run
 
 # (rtol, atol) per dtype for CumSum/CumProd and float scatter reductions; everything else exact
 TOL = {np.dtype(np.float16): (2e-3, 2e-3), np.dtype(ml_dtypes.bfloat16): (2e-2, 2e-2),
@@ -32,30 +31,6 @@ def rand(shape, dtype=np.float32, lo=-50, hi=50):
     if dt.kind in "iu":
         return RNG.integers(0 if dt.kind == "u" else lo, hi, shape).astype(dt)
     return RNG.standard_normal(shape).astype(np.float32).astype(dt)
-
-
-def run(op_type, opset, inputs, num_outputs=1, **attrs):
-    entry = lookup(op_type, "", opset)
-    return call(entry, list(inputs), attrs, KernelContext(num_outputs=num_outputs, opset=opset))
-
-
-def run1(op_type, opset, *inputs, **attrs):
-    return run(op_type, opset, inputs, **attrs)[0]
-
-
-def ort_run(op_type, opset, inputs, n_out=1, **attrs):
-    """A one-node model in onnxruntime (test oracle only); None inputs are omitted."""
-    names = [f"i{k}" if v is not None else "" for k, v in enumerate(inputs)]
-    vis = [helper.make_tensor_value_info(n, onnx_code(v.dtype), v.shape) for n, v in zip(names, inputs) if n]
-    outs = [f"o{k}" for k in range(n_out)]
-    node = helper.make_node(op_type, names, outs, **attrs)
-    g = helper.make_graph([node], "g", vis, [helper.make_empty_tensor_value_info(o) for o in outs])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 10
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {n: v for n, v in zip(names, inputs) if n})
 
 
 def check(got, exp, exact=True):
