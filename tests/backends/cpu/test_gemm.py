@@ -85,18 +85,12 @@ def test_gemm_matches_float64(M, K, N, ep, threads, config):
         assert M % MR in (0, *plan.heights)
 
 
-def test_every_remainder_height_is_covered():
-    # the cases above must exercise every remainder height of the host's default tile
-    if MR != 6:
-        pytest.skip("case list is written for the AVX2 6x16 tile")
-    heights = set()
-    for M, K, N, ep, threads, config in CASES:
-        cfg = config or gemm.choose_config(M, K, N)
-        if cfg.MR == MR:
-            mc = gemm._round_up(min(cfg.MC or M, M), MR)
-            ranges = gemm._thread_ranges(M, -(-N // cfg.NR), MR, threads)
-            heights |= set(gemm.tile_heights(M, MR, mc, ranges))
-    assert heights >= set(range(1, MR + 1))
+@pytest.mark.parametrize("rem", range(1, MR + 1))
+def test_every_remainder_height_of_the_host_tile(rem):
+    """M = 2*MR + rem for every rem: each tile height the driver can meet is generated and right."""
+    plan = run_case(2 * MR + rem, 19, 37, Epilogue(bias=True), 1 + rem % 2, None)
+    assert plan.MR == MR
+    assert rem % MR in (0, *plan.heights)
 
 
 def test_other_vector_width():
