@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+from harness import worker_env  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -120,14 +122,8 @@ def worker(runtime: str, case: str, threads: int, batch: int, repeats: int) -> d
     return {"ms": 1e3 * statistics.median(times), "first_call_s": first, "err": err}
 
 
-def worker_env(runtime: str, threads: int) -> dict:
-    env = dict(os.environ)
-    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        env.pop(k, None)
-    env.update(OPENBLAS_NUM_THREADS="1" if runtime == "jitort" else str(threads),
-               OMP_NUM_THREADS=str(threads), NUMBA_THREADING_LAYER="omp",
-               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
-    return env
+def _env(runtime: str, threads: int) -> dict:
+    return worker_env(threads, blas_threads=1 if runtime == "jitort" else threads)
 
 
 def main() -> None:
@@ -156,7 +152,7 @@ def main() -> None:
                 for rt in order:
                     cmd = [sys.executable, os.path.abspath(__file__), "--worker", rt, case, str(t),
                            "--batch", str(args.batch), "--repeats", str(args.repeats)]
-                    p = subprocess.run(cmd, env=worker_env(rt, t), capture_output=True, text=True, check=False)
+                    p = subprocess.run(cmd, env=_env(rt, t), capture_output=True, text=True, check=False)
                     key = f"{case}|{t}|{rt}"
                     if p.returncode:
                         print(f"  {key}: FAILED\n{p.stderr[-2000:]}", file=sys.stderr)

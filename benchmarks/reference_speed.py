@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from harness import worker_env  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -160,22 +162,6 @@ def worker(runtime: str, model: str, args) -> None:
     print(json.dumps({"runtime": runtime, "model": model, "load_ms": load_s * 1e3, "first_call_ms": first_s * 1e3,
                       "median_ms": statistics.median(times) * 1e3, "times_ms": [t * 1e3 for t in times],
                       "outputs": names}))
-
-
-def worker_env(threads: int) -> dict:
-    env = dict(os.environ)
-    # This machine's environment sets OPENBLAS_CORETYPE=Haswell (and an L2 size), which forces
-    # OpenBLAS's AVX2 kernels on an AVX-512 CPU: about 1.6x slower GEMMs (see
-    # shared/notes/cpu-gemm-threads.md). numpy (so jitort's reference backend) uses OpenBLAS and
-    # onnxruntime does not, so leaving them set would skew the comparison. Benchmark only: the
-    # library itself never touches them.
-    env.pop("OPENBLAS_CORETYPE", None)
-    env.pop("OPENBLAS_L2_SIZE", None)
-    # Both runtimes get the same number of threads (numpy's OpenBLAS pool; ORT's intra-op pool).
-    env["OPENBLAS_NUM_THREADS"] = str(threads)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def run_worker(runtime, model, model_path, inputs, outdir, args) -> dict:

@@ -36,6 +36,8 @@ import time
 
 import numpy as np
 
+from harness import worker_env  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -158,16 +160,6 @@ def worker(runtime: str, threads: int, npz: str, outdir: str, warmup: int, runs:
 
 # -- parent ----------------------------------------------------------------------------------------
 
-def _env(threads: int) -> dict:
-    env = dict(os.environ)
-    for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        env.pop(v, None)
-    env.update(OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_NUM_THREADS=str(threads),
-               NUMBA_NUM_THREADS="2", NUMBA_THREADING_LAYER="omp",
-               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
-    return env
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -199,7 +191,7 @@ def main() -> None:
                     os.makedirs(od, exist_ok=True)
                     p = subprocess.run([sys.executable, os.path.abspath(__file__), "--runs", str(a.runs),
                                         "--warmup", str(a.warmup), "--worker", rt, str(th), npz, od],
-                                       capture_output=True, text=True, env=_env(th), check=False)
+                                       capture_output=True, text=True, env=worker_env(th, blas_threads=1), check=False)
                     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
                     if p.returncode or not line:
                         print(f"worker {rt} {th}T round {r} failed:\n{p.stderr[-2000:]}")
