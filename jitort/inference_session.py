@@ -83,7 +83,8 @@ class InferenceSession:
                 raise ValueError(f"unknown provider {p!r}; available: {list(_PROVIDERS)}")
         self._providers = [p for p in names if p in _PROVIDERS] or ["CPUExecutionProvider"]
         level = int(self._sess_options.graph_optimization_level)
-        opts = {"opt_level": None if level == GraphOptimizationLevel.ORT_ENABLE_ALL else level}
+        opts = {"opt_level": None if level == GraphOptimizationLevel.ORT_ENABLE_ALL else level,
+                "backend": _PROVIDERS[self._providers[0]]}
         if self._sess_options.intra_op_num_threads:
             opts["num_threads"] = self._sess_options.intra_op_num_threads
         self._model = CompiledModel(path_or_bytes, **opts)

@@ -27,7 +27,8 @@ from .passes.pipeline import OptimizeResult, optimize
 from .ir.onnx_import import import_model
 from .ir.types import type_of
 
-#: The reference backend gains nothing from the layout level (its Conv is NCHW).
+#: The reference backend gains nothing from the layout level (its Conv is NCHW); the CPU
+#: backend's convolutions are NHWC, so it defaults to the layout level.
 DEFAULT_OPT_LEVEL = EXTENDED
 _OPTIONS = {"backend", "opt_level", "num_threads", "seed", "cache_dir", "device"}
 
@@ -88,11 +89,19 @@ class CompiledModel:
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; known options: {sorted(_OPTIONS)}")
         self.options = options
+        device = options.get("device")
+        if device not in (None, "cpu"):
+            raise JitortError(f"device {device!r} is not available: jitort runs on 'cpu' "
+                              f"(the GPU backend is not built yet)")
+        backend = options.get("backend") or config.BACKEND
         level = options.get("opt_level")
-        self.opt_level = DEFAULT_OPT_LEVEL if level is None else max(NONE, min(int(level), LAYOUT))
+        default = LAYOUT if backend == "cpu" else DEFAULT_OPT_LEVEL
+        self.opt_level = default if level is None else max(NONE, min(int(level), LAYOUT))
         self.ir: Model = import_model(source)
         self.graph = self.ir.graph
-        self.backend = get_backend(options.get("backend") or config.BACKEND, seed=options.get("seed"))
+        self.backend = get_backend(backend, seed=options.get("seed"),
+                                   num_threads=options.get("num_threads"),
+                                   cache_dir=options.get("cache_dir"))
         self._check_ops()
         self._fast: dict[tuple, _Variant] = {}
         self._variants: dict[Signature, _Variant] = {}

@@ -44,6 +44,8 @@ def register_backend(name: str):
 def get_backend(name: str, **options) -> Backend:
     if name not in _BACKENDS:
         from . import reference  # noqa: F401  (registers itself)
+        if name == "cpu":
+            from .cpu import backend  # noqa: F401
     try:
         return _BACKENDS[name](**options)
     except KeyError:

@@ -33,15 +33,15 @@ def initializer_dedup(graph: Graph, ctx: PassContext) -> bool:
             continue
         groups.setdefault((arr.dtype.str, arr.shape), []).append(name)
     mapping: dict[str, str] = {}
-    for names in groups.values():
-        if len(names) < 2:
+    for same_shape in groups.values():
+        if len(same_shape) < 2:
             continue
-        first: dict[bytes, str] = {}
-        for name in names:
-            key = _digest(graph.initializers[name])
-            keep = first.setdefault(key, name)
-            if keep != name and np.array_equal(_bytes(graph.initializers[keep]), _bytes(graph.initializers[name])):
-                mapping[name] = keep
+        by_sample: dict[bytes, list[str]] = {}  # a cheap fingerprint first: weights rarely collide
+        for name in same_shape:
+            by_sample.setdefault(_sample(graph.initializers[name]), []).append(name)
+        for names in by_sample.values():
+            if len(names) > 1:
+                _dedup_group(graph, names, mapping)
     if not mapping:
         return False
     rename_reads(graph, mapping)
@@ -51,8 +51,24 @@ def initializer_dedup(graph: Graph, ctx: PassContext) -> bool:
     return True
 
 
+def _dedup_group(graph: Graph, names: list[str], mapping: dict[str, str]) -> None:
+    first: dict[bytes, str] = {}
+    for name in names:
+        key = _digest(graph.initializers[name])
+        keep = first.setdefault(key, name)
+        if keep != name and np.array_equal(_bytes(graph.initializers[keep]), _bytes(graph.initializers[name])):
+            mapping[name] = keep
+
+
 def _bytes(a: np.ndarray) -> np.ndarray:
     return np.frombuffer(np.ascontiguousarray(a).tobytes(), dtype=np.uint8)
+
+
+def _sample(a: np.ndarray) -> bytes:
+    """A digest of at most 1024 evenly spaced elements (equal arrays have equal samples)."""
+    flat = a.reshape(-1)
+    step = max(1, flat.size // 1024)
+    return hashlib.blake2b(np.ascontiguousarray(flat[::step]).data, digest_size=16).digest()
 
 
 def _digest(a: np.ndarray) -> bytes:

@@ -223,7 +223,7 @@ class ConvPlan:
 
     def __init__(self, x_shape_nhwc, w_shape_oihw, strides=(1, 1), pads=(0, 0, 0, 0),
                  dilations=(1, 1), group=1, activation="", activation_params=(),
-                 has_bias=False, has_residual=False, threads=1):
+                 has_bias=False, has_residual=False, threads=1, cache_dir=None):
         N, H, W, C = (int(d) for d in x_shape_nhwc)
         O, CG, KH, KW = (int(d) for d in w_shape_oihw)
         SH, SW = (int(s) for s in (strides or (1, 1)))
@@ -273,7 +273,7 @@ class ConvPlan:
         fuse_act = gact is not None and (not self.has_residual or gact == "none")
         ep = Epilogue(bias=self.has_bias, activation=gact if fuse_act else "none",
                       residual=self.has_residual and fuse_act)
-        self.gemm = GemmPlan(M, K, O, epilogue=ep, threads=threads)
+        self.gemm = GemmPlan(M, K, O, epilogue=ep, threads=threads, cache_dir=cache_dir)
         if not fuse_act:
             self._post = _compile(_epilogue_source(act, self.has_residual, threads), "conv_epilogue")
         self._col = None if one else np.empty((M, K), np.float32)  # reusable patch buffer

@@ -282,9 +282,12 @@ class GemmPlan:
         raw = np.empty(size + 16, np.float32)
         start = (-raw.ctypes.data % 64) // 4
         packed = raw[start:start + size][:math.prod(shape)].reshape(shape)
-        padded = np.zeros((self.K, self.NP * self.NR), np.float32)
-        padded[:, :self.N] = B
-        packed[...] = padded.reshape(self.K, self.NP, self.NR).transpose(1, 0, 2)
+        full, NR = self.N // self.NR, self.NR  # whole panels, then the zero-padded last one
+        packed[:full] = B[:, :full * NR].reshape(self.K, full, NR).transpose(1, 0, 2)
+        if full < self.NP:
+            rem = self.N - full * NR
+            packed[full, :, :rem] = B[:, full * NR:]
+            packed[full, :, rem:] = 0
         return packed
 
     def __call__(self, A, packed, out=None, bias=None, residual=None):

@@ -1,0 +1,122 @@
+"""The CPU backend: each node of the optimized graph runs a generated Numba kernel when a lowering
+covers it (lowering.py, lower_gemm.py, lower_rows.py) and its NumPy reference kernel otherwise,
+inside one plan with one memory arena (plan.py).
+
+Threads: one pool. Every parallel kernel is a Numba ``prange`` over ``num_threads`` chunks on
+Numba's OpenMP pool; no generated kernel calls a BLAS. The GEMM is generated too, so OpenBLAS
+runs only inside reference steps (products the kernels do not cover). Mixing a spinning
+OpenBLAS pool with Numba's made a forward pass 20-100x slower here
+(shared/notes/cpu-gemm-threads.md), so while a plan of more than one thread that has reference
+steps runs, BLAS is held to one thread (plan.py). ``num_threads`` defaults to the cores this
+process may use.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numba
+
+from ... import config
+from ..base import register_backend
+from ..reference import ReferenceBackend
+from . import lower_gemm, lower_rows  # noqa: F401  (register their lowerings)
+from .lowering import LOWERINGS, LowerCtx, Unsupported
+from .memory import plan_memory
+from .plan import CpuPlan, Step
+
+_LAYER_SET = False
+
+
+def default_threads() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def _use_omp() -> None:
+    """Numba's OpenMP layer (measured best here); set before Numba starts any pool."""
+    global _LAYER_SET
+    if not _LAYER_SET:
+        _LAYER_SET = True
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            try:
+                from numba.np.ufunc import omppool  # noqa: F401
+                numba.config.THREADING_LAYER = "omp"
+            except ImportError:  # no libgomp: Numba picks what it has
+                pass
+
+
+@register_backend("cpu")
+class CpuBackend(ReferenceBackend):
+    """Generated kernels where a lowering covers the node; the reference kernel elsewhere."""
+
+    name = "cpu"
+
+    def __init__(self, seed: int | None = None, num_threads: int | None = None,
+                 cache_dir: str | None = None, **options):
+        super().__init__(seed=seed, **options)
+        self.threads = max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS)) \
+            if num_threads else default_threads()
+        self.cache_dir = config.kernel_dir(cache_dir)
+        if self.threads > 1:
+            _use_omp()
+        self._warned: set[str] = set()
+
+    def build_plan(self, bound) -> CpuPlan:
+        graph = bound.graph
+        memory = plan_memory(bound)
+        ctx = LowerCtx(bound, self.threads, self.cache_dir, memory)
+        steps = [self._step(node, ctx) for node in graph.nodes]
+        plan = CpuPlan(graph, steps, memory, self.threads)
+        if config.DEBUG >= 1:
+            print(plan.describe())
+        return plan
+
+    def _step(self, node, ctx: LowerCtx) -> Step:
+        lower = LOWERINGS.get((node.domain, node.op_type))
+        why = "no generated kernel for this op"
+        if lower is not None:
+            try:
+                return Step(node, lower(node, ctx), _kind(node))
+            except Unsupported as exc:
+                why = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug of ours: fall back, say so once
+                key = f"{node.domain}::{node.op_type}: {type(exc).__name__}: {exc}"
+                if key not in self._warned:
+                    self._warned.add(key)
+                    warnings.warn(f"jitort cpu backend: generating a kernel for {key} failed; "
+                                  f"the node runs on the reference path", RuntimeWarning, stacklevel=2)
+                why = f"kernel generation failed: {type(exc).__name__}"
+        ref = self.lower(node, ctx.graph.opsets)
+        return Step(node, _reference_fn(ref), "reference", why)
+
+
+def _kind(node) -> str:
+    return f"{node.domain}::{node.op_type}" if node.domain else node.op_type
+
+
+def _reference_fn(step):
+    """The reference backend's prepared step as a plan step ``fn(env, bufs)``."""
+    fn, kwargs, ctx, inputs, outputs = step.fn, step.kwargs, step.ctx, step.inputs, step.outputs
+    wants_ctx, has_graph = step.wants_ctx, step.has_graph
+
+    def run(env, bufs):
+        args = [env[n] if n else None for n in inputs]
+        if wants_ctx:
+            if has_graph:
+                ctx.outer = env
+            out = fn(ctx, *args, **kwargs)
+        else:
+            out = fn(*args, **kwargs)
+        if isinstance(out, (list, tuple)):
+            for name, v in zip(outputs, out):
+                if name:
+                    env[name] = v
+        elif outputs and outputs[0]:
+            env[outputs[0]] = out
+
+    return run
