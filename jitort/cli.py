@@ -103,6 +103,10 @@ def cmd_inspect(args) -> int:
     shapes = load_shapes_file(args.shapes_from) if args.shapes_from else {}
     shapes.update(dict(args.shape or []))
     report, result, model = inspect_model(args.model, shapes, args.level)
+    if args.kernels:
+        from .inspect import kernel_summary
+
+        report.kernels = kernel_summary(result.bound)
     if args.save:
         try:
             save_optimized(result, model, args.save)
@@ -136,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shape of an input (repeatable); symbolic dims default to 1")
     r.add_argument("--runs", type=int, default=10, help="timed warm runs (default 10)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--backend", default=None, help="execution backend (default: reference)")
+    r.add_argument("--backend", default=None, help="execution backend: cpu (default) or reference")
     r.set_defaults(fn=cmd_run)
     i = sub.add_parser("inspect", help="show what the optimizer does to a model for given input shapes")
     i.add_argument("model", help="path to an .onnx file")
@@ -146,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='input shapes from JSON: {"name": [1, 3, 224, 224]} or {"name": "1x3x224x224"}')
     i.add_argument("--level", type=_level, default=2, help="optimization level 0-3 (default 2)")
     i.add_argument("--save", metavar="OUT.onnx", help="write the optimized model and check it with onnx.checker")
+    i.add_argument("--kernels", action="store_true",
+                   help="also build the CPU plan (compiles its kernels) and show which kernel runs each node")
     i.add_argument("--json", action="store_true", help="print the report as JSON")
     i.set_defaults(fn=cmd_inspect)
     return p

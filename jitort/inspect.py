@@ -39,6 +39,8 @@ class Report:
     ops_after: dict = field(default_factory=dict)
     regions: list = field(default_factory=list)  # {"name", "ops", "inputs", "outputs"}
     near_misses: list = field(default_factory=list)  # {"pattern", "node", "reason"}
+    memory: dict = field(default_factory=dict)  # the CPU backend's memory plan (bytes)
+    kernels: dict = field(default_factory=dict)  # {"counts": {kind: n}, "reference": {why: n}}
     saved: str | None = None
 
     def to_json(self) -> dict:
@@ -152,8 +154,31 @@ def inspect_model(path_or_model, shapes: dict[str, tuple] | None = None, level: 
                   "inputs": len(n.inputs), "outputs": len(n.outputs)}
                  for n in result.graph.nodes if n.domain == "jitort" and n.op_type == REGION_OP],
         near_misses=[{"pattern": m.pattern, "node": m.node, "reason": m.reason} for m in result.near_misses],
+        memory=memory_summary(result.bound),
     )
     return report, result, model
+
+
+def memory_summary(bound) -> dict:
+    """The CPU backend's memory plan of the optimized graph: arena, naive and live-peak bytes."""
+    from .backends.cpu.memory import plan_memory
+
+    mp = plan_memory(bound)
+    return {"arena_bytes": mp.arena_bytes, "naive_bytes": mp.naive_bytes,
+            "live_peak_bytes": mp.live_peak_bytes, "planned_values": len(mp.offsets),
+            "views": len(mp.views), "inplace": sum(len(d) for d in mp.inplace.values()),
+            "dynamic": len(mp.dynamic)}
+
+
+def kernel_summary(bound, threads: int | None = None) -> dict:
+    """Which kernel runs each node on the CPU backend (this compiles them): counts per kind and,
+    for the nodes left on the reference path, why."""
+    from .backends import get_backend
+
+    plan = get_backend("cpu", num_threads=threads).build_plan(bound)
+    why: Counter = Counter(f"{s.node.domain + '::' if s.node.domain else ''}{s.node.op_type}: {s.why}"
+                           for s in plan.steps if s.kind == "reference")
+    return {"counts": plan.kernel_counts(), "reference": dict(why.most_common())}
 
 
 def save_optimized(result, model: Model, path: str) -> None:
@@ -169,6 +194,10 @@ def save_optimized(result, model: Model, path: str) -> None:
 
 
 # -- text -----------------------------------------------------------------------------------------
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
 def format_report(r: Report) -> str:
     from .passes.base import LEVEL_NAMES
 
@@ -196,6 +225,15 @@ def format_report(r: Report) -> str:
     out += [f"  {g['name']}: {', '.join(g['ops'])} ({g['inputs']} in, {g['outputs']} out)" for g in r.regions]
     out += ["", f"near misses: {len(r.near_misses)}"]
     out += [f"  {m['pattern']} at {m['node']}: {m['reason']}" for m in r.near_misses]
+    if r.memory:
+        m = r.memory
+        out += ["", f"memory (CPU backend): arena {_mib(m['arena_bytes'])} for {m['planned_values']} "
+                    f"values (one buffer each: {_mib(m['naive_bytes'])}; live peak "
+                    f"{_mib(m['live_peak_bytes'])}); {m['views']} views, {m['inplace']} in place, "
+                    f"{m['dynamic']} allocated at run time"]
+    if r.kernels:
+        out += ["", "kernels (CPU backend): " + ", ".join(f"{k} {v}" for k, v in sorted(r.kernels["counts"].items()))]
+        out += [f"  reference x{n}: {why}" for why, n in r.kernels["reference"].items()]
     if r.saved:
         out += ["", f"saved: {r.saved} (onnx.checker: ok)"]
     return "\n".join(out)

@@ -136,3 +136,18 @@ def test_pass_node_deltas_add_up():
         assert res.rounds >= 1
         ran = [p for p in res.passes if p.nodes_before is not None]
         assert ran and all(p.nodes_after <= p.nodes_before or p.hits for p in ran)
+
+
+def test_memory_plan_and_kernels(small_model):
+    """The report carries the CPU memory plan (arena within the live peak and the naive sum);
+    --kernels builds the CPU plan and says which kernel runs each node."""
+    p = _cli(small_model, "--shape", "x=64x8", "--json", "--kernels")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    m = r["memory"]
+    assert 0 < m["live_peak_bytes"] <= m["arena_bytes"] <= m["naive_bytes"]
+    assert m["planned_values"] >= 2 and m["dynamic"] == 0
+    counts = r["kernels"]["counts"]
+    assert counts.get("jitort::ElementwiseRegion") == 1 and counts.get("MatMul") == 1, counts
+    text = _cli(small_model, "--shape", "x=64x8", "--kernels").stdout
+    assert "memory (CPU backend): arena" in text and "kernels (CPU backend):" in text

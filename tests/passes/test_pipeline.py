@@ -90,9 +90,12 @@ def test_inference_session_maps_ort_levels():
     for ort_level, ours in [(jitort.GraphOptimizationLevel.ORT_DISABLE_ALL, 0),
                             (jitort.GraphOptimizationLevel.ORT_ENABLE_BASIC, 1),
                             (jitort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, 2),
-                            (jitort.GraphOptimizationLevel.ORT_ENABLE_ALL, 2)]:
+                            (jitort.GraphOptimizationLevel.ORT_ENABLE_ALL, 3)]:
         so.graph_optimization_level = ort_level
         assert jitort.InferenceSession(m, sess_options=so).model.opt_level == ours
+    # ENABLE_ALL is each backend's default: the reference backend has no use for NHWC layouts
+    ref = jitort.InferenceSession(m, sess_options=so, providers=["JitortReferenceExecutionProvider"])
+    assert ref.model.opt_level == 2
 
 
 def test_initializer_backed_input_is_constant_only_when_not_fed():

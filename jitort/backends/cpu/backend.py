@@ -17,16 +17,20 @@ import os
 import warnings
 
 import numba
+import numpy as np
 
 from ... import config
 from ..base import register_backend
 from ..reference import ReferenceBackend
-from . import lower_gemm, lower_rows  # noqa: F401  (register their lowerings)
+from . import lower_gemm, lower_pool, lower_rows  # noqa: F401  (register their lowerings)
+from ...ir.infer import _NONDETERMINISTIC
 from .lowering import LOWERINGS, LowerCtx, Unsupported
 from .memory import plan_memory
 from .plan import CpuPlan, Step
 
 _LAYER_SET = False
+#: Largest value a plan computes once at build time and keeps (bytes).
+_FOLD_LIMIT = 64 << 20
 
 
 def default_threads() -> int:
@@ -69,12 +73,29 @@ class CpuBackend(ReferenceBackend):
     def build_plan(self, bound) -> CpuPlan:
         graph = bound.graph
         memory = plan_memory(bound)
-        ctx = LowerCtx(bound, self.threads, self.cache_dir, memory)
-        steps = [self._step(node, ctx) for node in graph.nodes]
-        plan = CpuPlan(graph, steps, memory, self.threads)
+        ctx = LowerCtx(bound, self.threads, self.cache_dir, memory, {})
+        steps = [self._folded_step(node, ctx) or self._step(node, ctx) for node in graph.nodes]
+        plan = CpuPlan(graph, steps, memory, self.threads, ctx.folded)
         if config.DEBUG >= 1:
             print(plan.describe())
         return plan
+
+    def _folded_step(self, node, ctx: LowerCtx) -> Step | None:
+        """A node whose inputs are all constant (a light model's ConstantOfShape weights, a
+        shape computation over the size cap of the fold pass) runs once, here; its outputs
+        join the plan's constants, so the kernels after it see constants (a weight is packed
+        once) and later calls skip it."""
+        if node.op_type in _NONDETERMINISTIC or any(True for _ in node.subgraphs()) \
+                or not node.inputs or not all(ctx.const(n) is not None for n in node.inputs if n):
+            return None
+        ref = self.lower(node, ctx.graph.opsets)
+        env = {n: ctx.const(n) for n in node.inputs if n}
+        _reference_fn(ref)(env, {})
+        outs = {o: env.get(o) for o in node.outputs if o}
+        if not all(isinstance(v, np.ndarray) and v.nbytes <= _FOLD_LIMIT for v in outs.values()):
+            return None
+        ctx.folded.update(outs)
+        return Step(node, _no_op, "folded")
 
     def _step(self, node, ctx: LowerCtx) -> Step:
         lower = LOWERINGS.get((node.domain, node.op_type))
@@ -93,6 +114,10 @@ class CpuBackend(ReferenceBackend):
                 why = f"kernel generation failed: {type(exc).__name__}"
         ref = self.lower(node, ctx.graph.opsets)
         return Step(node, _reference_fn(ref), "reference", why)
+
+
+def _no_op(env, bufs) -> None:
+    return None
 
 
 def _kind(node) -> str:

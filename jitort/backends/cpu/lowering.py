@@ -45,6 +45,7 @@ class LowerCtx:
     threads: int
     cache_dir: str | None
     memory: object  # the MemoryPlan (which values are views, which have buffers)
+    folded: dict = None  # values computed once when the plan was built (constant inputs only)
 
     @property
     def graph(self):
@@ -66,10 +67,13 @@ class LowerCtx:
         return tuple(t.shape)
 
     def const(self, name: str) -> np.ndarray | None:
-        """The value of ``name`` when it is an initializer the Signature does not feed."""
+        """The value of ``name`` when it is an initializer the Signature does not feed, or was
+        computed from such values when the plan was built."""
         if not name or name in self.bound.fed:
             return None
         v = self.graph.initializers.get(name)
+        if v is None and self.folded:
+            v = self.folded.get(name)
         return v if isinstance(v, np.ndarray) else None
 
 

@@ -52,13 +52,14 @@ class Step:
 
 
 class CpuPlan:
-    def __init__(self, graph, steps: list[Step], memory: MemoryPlan, threads: int = 1):
+    def __init__(self, graph, steps: list[Step], memory: MemoryPlan, threads: int = 1,
+                 folded: dict | None = None):
         self.graph = graph
         self.steps = steps
         self.memory = memory
         self.input_names = graph.input_names
         self.output_names = graph.output_names
-        self.initializers = dict(graph.initializers)
+        self.initializers = {**graph.initializers, **(folded or {})}
         self._lock = threading.Lock()
         out_groups = [b for b in memory.buffers if b.has_output and b.size]
         self._out_groups = [(b.size, [(m, memory.types[m]) for m in b.members]) for b in out_groups]
@@ -133,8 +134,9 @@ class CpuPlan:
                 v = env[name]
             except KeyError:
                 raise ExecutionError(f"graph output {name!r} was never computed") from None
-            if isinstance(v, np.ndarray) and arena.size and np.may_share_memory(v, arena):
-                v = v.copy()
+            if isinstance(v, np.ndarray) and (name in self.initializers or (
+                    arena.size and np.may_share_memory(v, arena))):
+                v = v.copy()  # the caller owns what it gets: never a constant or the arena
             out.append(v)
         return out
 

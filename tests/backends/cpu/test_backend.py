@@ -273,3 +273,48 @@ def test_blas_is_held_to_one_thread_while_a_parallel_plan_runs(monkeypatch):
     assert variant.plan.blas_guard
     assert seen and all(n == 1 for n in seen[-1])
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+# -- pooling (NHWC) and plan-time constants --------------------------------------------------------
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPoolNHWC", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("MaxPoolNHWC", dict(kernel_shape=[2, 3], strides=[1, 2], pads=[0, 1, 1, 0], ceil_mode=1,
+                         dilations=[2, 1])),
+    ("AveragePoolNHWC", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("AveragePoolNHWC", dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1],
+                             count_include_pad=1, ceil_mode=1)),
+    ("GlobalAveragePoolNHWC", {}),
+    ("GlobalMaxPoolNHWC", {}),
+])
+def test_nhwc_pools(threads, op, attrs):
+    rng = np.random.default_rng(13)
+    for shape in [(1, 9, 11, 5), (2, 1, 4, 17), (1, 8, 8, 1)]:
+        node = helper.make_node(op, ["x"], ["y"], domain="jitort", **attrs)
+        m = model([node], [("x", F, list(shape))], [("y", F, None)], extra_opsets=J)
+        x = _rand(rng, *shape)
+        x.flat[::7] = np.nan  # max and mean must propagate NaN as the reference does
+        c = _run(m, {"x": x}, threads)
+        assert _counts(c) == {f"jitort::{op}": 1}
+
+
+def test_constant_subgraphs_run_once_when_the_plan_is_built():
+    """A weight made by ConstantOfShape (the onnx package's light models) is computed and
+    packed once; the output handed back is the caller's own copy."""
+    from onnx import numpy_helper
+
+    value = numpy_helper.from_array(np.array([0.5], np.float32), "v")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["w"], value=value),
+             helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("Identity", ["w"], ["w_out"])]
+    m = model(nodes, [("x", F, [3, 4])], [("y", F, None), ("w_out", F, None)],
+              inits={"shape": np.array([4, 6], np.int64)})
+    got = jitort.load(m.SerializeToString(), backend="cpu", num_threads=1, opt_level=0)
+    y, w = got(x=np.ones((3, 4), np.float32))
+    np.testing.assert_allclose(y, np.full((3, 6), 2.0, np.float32))
+    counts = _counts(got)
+    assert counts == {"folded": 2, "MatMul": 1}, counts  # ConstantOfShape and Identity
+    w[...] = 7  # must not reach the plan's constant
+    y2, w2 = got(x=np.ones((3, 4), np.float32))
+    np.testing.assert_allclose(y2, y)
+    np.testing.assert_allclose(w2, 0.5)
