@@ -34,8 +34,8 @@ def _vector(ctx, name: str, n: int, what: str):
     if not name:
         return None
     shape = ctx.f32(name)
-    if size(shape) not in (1, n) or (len(shape) > 1 and size(shape) != n):
-        raise Unsupported(f"{what} of shape {shape} for N={n}")
+    if any(d != 1 for d in shape[:-1]) or (shape and shape[-1] not in (1, n)):
+        raise Unsupported(f"{what} of shape {shape} does not broadcast along N={n} alone")
     c = ctx.const(name)
     if c is not None:
         vec = np.ascontiguousarray(np.broadcast_to(c.reshape(-1).astype(F32), (n,)))

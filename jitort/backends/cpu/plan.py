@@ -134,9 +134,9 @@ class CpuPlan:
                 v = env[name]
             except KeyError:
                 raise ExecutionError(f"graph output {name!r} was never computed") from None
-            if isinstance(v, np.ndarray) and (name in self.initializers or (
+            if isinstance(v, np.ndarray) and (name in self.initializers or name in feeds or (
                     arena.size and np.may_share_memory(v, arena))):
-                v = v.copy()  # the caller owns what it gets: never a constant or the arena
+                v = v.copy()  # the caller owns what it gets: never a constant, an input or the arena
             out.append(v)
         return out
 

@@ -318,3 +318,20 @@ def test_constant_subgraphs_run_once_when_the_plan_is_built():
     y2, w2 = got(x=np.ones((3, 4), np.float32))
     np.testing.assert_allclose(y2, y)
     np.testing.assert_allclose(w2, 0.5)
+
+
+def test_gemm_c_that_is_a_column_is_not_taken_for_a_bias():
+    """C of shape (M, 1) with M == N broadcasts along rows: not a bias (the reference runs it)."""
+    rng = np.random.default_rng(15)
+    m = model([helper.make_node("Gemm", ["x", "w", "c"], ["y"])], [("x", F, [4, 3])], [("y", F, None)],
+              inits={"w": _rand(rng, 3, 4), "c": _rand(rng, 4, 1)})
+    c = _run(m, {"x": _rand(rng, 4, 3)})
+    assert _counts(c) == {"reference": 1}
+
+
+def test_an_output_that_is_an_input_is_a_copy():
+    m = model([helper.make_node("Identity", ["x"], ["y"])], [("x", F, [3])], [("y", F, None)])
+    x = np.arange(3, dtype=np.float32)
+    (y,) = jitort.load(m.SerializeToString(), backend="cpu", opt_level=0)(x=x)
+    y[0] = 9
+    assert x[0] == 0
