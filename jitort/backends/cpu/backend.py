@@ -88,9 +88,11 @@ class CpuBackend(ReferenceBackend):
         if node.op_type in _NONDETERMINISTIC or any(True for _ in node.subgraphs()) \
                 or not node.inputs or not all(ctx.const(n) is not None for n in node.inputs if n):
             return None
-        ref = self.lower(node, ctx.graph.opsets)
         env = {n: ctx.const(n) for n in node.inputs if n}
-        _reference_fn(ref)(env, {})
+        try:
+            _reference_fn(self.lower(node, ctx.graph.opsets))(env, {})
+        except Exception:  # noqa: BLE001 - it then fails at run time, as a step, naming the node
+            return None
         outs = {o: env.get(o) for o in node.outputs if o}
         if not all(isinstance(v, np.ndarray) and v.nbytes <= _FOLD_LIMIT for v in outs.values()):
             return None
