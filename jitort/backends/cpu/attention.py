@@ -2,328 +2,843 @@
 
     plan = AttentionPlan(q.shape, k.shape, v.shape, past_shape=None, mask_shape=m.shape,
                          num_heads=12, mask_kind="additive", layout="bsd", threads=2)
-    y, present_key, present_value = plan(q, k, v, mask=m)
+    y, present_key, present_value = plan(q, k, v, mask=m, out=y_buf)
 
 Semantics are exactly those of ``jitort/ops/fused_attention.py`` (layouts bsd/bhsd, GQA via
 ``kv_num_heads``, ``scale``, ``causal`` with the past offset ``T - Sq``, ``causal_fill``, additive
-or bool mask broadcast to [B, H, Sq, T], past concat -> present outputs, fully masked rows -> 0).
+or bool mask broadcast to [B, H, Sq, T], past concat -> present outputs, fully masked rows -> 0),
+up to float32 rounding: probabilities below e^-64 times the row's largest are 0 (see ``_V.exp``).
 
-Algorithm (one work unit = (batch, head, block of QB query rows)):
+Algorithm (one work unit = (batch, head, block of up to QB query rows)):
 
-    for each block of KB keys (only up to the causal frontier when causal_fill is -inf):
-        Kt  <- K[block]^T                 (D x KB scratch: the QK^T inner loop runs over keys,
-                                           contiguous, so it vectorizes without ``reassoc``)
-        S   <- (Q*scale) Kt  + mask ; causal positions <- causal_fill      (QB x KB scratch)
+    for each block of keys (only up to the causal frontier when causal_fill is -inf):
+        S   <- (Q*scale) K[block]^T + mask ; causal positions <- causal_fill
         online softmax per row: m' = max(m, max S); alpha = exp(m - m'); P = exp(S - m')
         l   <- l*alpha + sum P ;  acc <- acc*alpha + P V[block]
     Y = acc / l  (l == 0, i.e. every score -inf: Y = 0)
 
-Two inner paths, chosen per work unit at run time:
+Two inner paths, chosen per work unit:
 
-* tiled (AVX-512 host, 1 <= D, Dv <= 256, a unit of >= 4 query rows): S = Qs Kt by
-  ``llvm_tile.gemm_tile`` 4x64 register tiles (Kt is exactly the packed-B layout [D][KB]), and
-  acc += P V by 8x32 tiles over V packed in 32-wide zero-padded panels. Tile rows past the unit's
-  last query row and columns past the block's last key compute on finite scratch and are never
-  read.
-* loops (decode steps, D or Dv > 256, AVX2 hosts): row-at-a-time vectorized loops; P V four keys
-  per pass over the accumulator row. Every inner loop indexes a row *view* with the loop
-  variable: an index ``base + j`` keeps Numba's negative-index wraparound and LLVM then emits
-  scalar code (measured 5x slower here).
+* tiled (AVX2/AVX-512 host, 1 <= D, Dv <= 256, >= 4 query rows): a unit holds up to QB_MAX
+  (132) query rows, a whole head of BERT, so each K/V block of KB (128) keys is packed once per
+  unit: K transposed in registers into _NR-key panels [D][_NR] (the packed-B layout of
+  ``llvm_tile.gemm_tile``), V copied into _NR-wide panels [KB][_NR]. Per micro-block of MR (6)
+  query rows: S = Qs Kt by MR x _NR register tiles (AVX-512: 6 x 64, 24 zmm accumulators; AVX2:
+  6 x 16), the online softmax of the MR rows together, then acc += P V by MR x _NR tiles with
+  kc = the block's keys. Causal: micro-blocks past the frontier are skipped, and panels / keys
+  past a micro-block's last row are never computed. Tile padding rows (past the unit's last
+  query row) compute on zero queries in scratch and are never stored.
+* rows (decode steps, < 4 query rows, D or Dv > 256, SSE-only hosts): per query row and block
+  of _KBR (512) keys: the scores VW keys at a time (one accumulator vector per key, then one
+  transpose-and-add tree: ``_vdots``), the row softmax, and acc += P V with 4 VW columns of acc
+  in registers over all the keys (``_vaxpy``).
 
-Never more than one QB x KB block of scores exists. Max and sum over a row use 8 independent
-partial results (without ``reassoc`` a single running reduction is a serial chain). ``exp`` is vecmath's vectorizable float32 exp;
-the kernel compiles with ``error_model='numpy'`` and ``fastmath=vecmath.FASTMATH`` (no reassoc:
-it would break exp's range reduction). All shapes and strides are runtime values packed in one
-int64 array, so there are exactly two compiled kernels (serial / ``prange``), both cached on disk
-(``cache=True``: they live in this real module). Q, K, V, mask and Y are passed as flat 1-D
-float32 buffers with element strides (bsd is read in place, no head transposes).
+Every inner loop is LLVM vector IR written here (``_V`` and the ``_v*`` intrinsics): whole
+<VW x float> vectors with one masked tail, no Numba array views. Both matter, measured on the
+AVX-512 host: a view costs an atomic incref/decref pair (~20% of the time when the loops were
+Numba code), LLVM's own vectorizer stops at 256-bit vectors on these Intel cores, and a
+denormal exp result costs a microcode assist (~half of the exp loop's time before the flush).
+The row softmax does two passes over a row block: (mask, causal fill, max) and (exp, sum); the
+exp is vecmath's float32 polynomial (1.3 ulp) in IR. Never more than MR x KB scores exist.
+
+Past: the kernel reads K/V rows < P from past_key/past_value and the rest from K/V directly,
+and writes present_key/present_value itself from the registers that already hold each row (in
+``_vdots``/``_vaxpy``/``_vktrans``): one unit per kv head (its last query block, which sees every
+key) copies. No concat, no temporary. When past_* are the first P rows of the present buffers
+(a KV cache: ``past_key = present_key_out[:, :, :P]``) only the new rows are written. A past that
+overlaps the present buffers otherwise is copied first; a float16 or strided past is
+concatenated by NumPy first.
+
+Memory: all shapes, strides and the per-thread unit ranges are runtime values in one int64
+array; the scratch (one 64-byte aligned float32 row per thread, laid out by ``_offsets``) and
+the parameters are owned by the plan, so a call with ``out=`` (and the present buffers)
+allocates no array. There are exactly two compiled kernels (serial / ``prange``), both cached on
+disk (``cache=True``). Q, K, V, mask and Y are flat 1-D float32 buffers with element strides
+(bsd is read in place, no transposes). A plan called from two Python threads at once gives the
+second call its own scratch.
 
 Threads: ``threads=1`` calls the serial kernel and never touches a pool; ``threads=T > 1`` runs
-``prange(T)`` over T contiguous ranges of work units (Numba's pool is the only pool: no BLAS).
+``prange(T)`` over T contiguous ranges of work units, split by estimated cost (causal units
+differ); when there are fewer than 4 T units, a head's rows are split into several units.
+Numba's pool is the only pool: no BLAS.
 
 Dtypes: float32 and float16 (float16 is computed in float32 and rounded once, as the reference).
 float64 is not supported (``supports`` says so): the reference computes it in float64.
+
+Compile flags: ``error_model='numpy'``, ``fastmath=vecmath.FASTMATH`` (no reassoc).
+
+Speed (``python benchmarks/attention.py``; AVX-512 host, 2 vCPUs shared with other jobs, load
+2-3; ms per call, onnxruntime's faster form in brackets; the full table in benchmarks/README.md):
+
+    case                             1 thread (CPU time)      2 threads (best batch)
+    BERT-base  B1 S128 H12, mask     0.451 (0.837)  1.86x     0.222 (0.382)  1.72x
+    BERT-small B8 S128 H4, mask      1.29  (2.10)   1.63x     0.619 (0.977)  1.58x
+    GPT-2 prefill S128 H12, causal   0.307 (1.12)   3.65x     0.143 (0.516)  3.62x
+    GPT-2 decode, past 1023          0.490 (0.730)  1.49x     0.239 (0.357)  1.49x
+
+Decode is bound by the 6.3 MB read and 6.3 MB write of the past/present copy (0.425 ms as a plain
+copy); with the KV cache in place it takes 0.27 ms. Two threads on a loaded machine wait for the
+second core at the end of the ``prange`` region (medians of 1-7 ms there; see the README).
 """
 
-# ruff: noqa: FURB136  (a if a > b else b: one fcmp + select that LLVM vectorizes, as in vecmath)
 from __future__ import annotations
 
+import threading
+
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import vecmath
 from .gemm import host_vector_width
 from .llvm_tile import gemm_tile
 
-__all__ = ["KB", "QB", "TILED", "AttentionPlan", "attention", "supports"]
-
-QB = 16   # query rows per work unit
-KB = 64   # keys per score block
+__all__ = ["KB", "MR", "QB_MAX", "TILED", "AttentionPlan", "attention", "supports"]
 
 _F32 = np.float32
-_DP = 256  # tile path: row stride of the Q and accumulator scratch (D, Dv <= _DP)
 _VW = host_vector_width()
-#: the register-tile path: AVX-512 (32 zmm): QK 4x64, PV 8x32 tiles; AVX2 (16 ymm): 4x16, 4x16
+#: the register-tile path: AVX-512 (32 zmm): MR x NR = 6 x 64; AVX2 (16 ymm): 6 x 16
 TILED = _VW in (8, 16)
-_QNR = 64 if _VW == 16 else 16   # QK tile width (keys): Kt packed as [KB/_QNR][D][_QNR]
-_PMR = 8 if _VW == 16 else 4     # PV tile rows
-_PNR = 32 if _VW == 16 else 16   # PV tile width: V block packed as [Dv/_PNR][KB][_PNR]
-_NEG_INF = np.float32(-np.inf)
+MR = 6                              # query rows per micro-block (tile height)
+_NR = 64 if _VW == 16 else 16       # tile width: keys (QK) / value columns (PV)
+KB = 128                            # keys per block (a multiple of _NR, <= _SLD)
+_SLD = 128                          # row stride of the score scratch (>= KB)
+_KBR = 4 * _SLD                     # keys per block on the rows path (<= MR * _SLD)
+_DP = 256                           # row stride of the Q and accumulator scratch (D, Dv <= _DP)
+QB_MAX = 22 * MR                    # query rows per unit (132: BERT's 128 rows in one unit)
+_TMIN = 4                           # fewest query rows for the tiled path
 
-# p (int64 parameters)
-_B, _H, _HKV, _SQ, _T, _D, _DV, _CAUSAL, _HASM, _QB, _KB, _NT, _FILLINF, _TILE = range(14)
-# st (int64 element strides): q b,h,s | k b,h,s | v b,h,s | mask b,h,i,j | y b,h,s
-
-
-def _rmax(x, n):
-    """max(x[:n]) (-inf when n == 0) with 8 independent partial maxima: without ``reassoc`` a
-    single running max is a serial dependency chain."""
-    ninf = _F32(-np.inf)
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = ninf
-    j = 0
-    while j + 8 <= n:
-        a = x[j]
-        m0 = a if a > m0 else m0
-        a = x[j + 1]
-        m1 = a if a > m1 else m1
-        a = x[j + 2]
-        m2 = a if a > m2 else m2
-        a = x[j + 3]
-        m3 = a if a > m3 else m3
-        a = x[j + 4]
-        m4 = a if a > m4 else m4
-        a = x[j + 5]
-        m5 = a if a > m5 else m5
-        a = x[j + 6]
-        m6 = a if a > m6 else m6
-        a = x[j + 7]
-        m7 = a if a > m7 else m7
-        j += 8
-    while j < n:
-        a = x[j]
-        m0 = a if a > m0 else m0
-        j += 1
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    m4 = m5 if m5 > m4 else m4
-    m6 = m7 if m7 > m6 else m6
-    m0 = m2 if m2 > m0 else m0
-    m4 = m6 if m6 > m4 else m4
-    return m4 if m4 > m0 else m0
+# ip[0:_NP]: parameters. _WRITE: 0 no present output from the kernel, 1 write every present row,
+# 2 only rows >= P (the past is in place); _QDP/_ADP: Q / accumulator scratch row strides;
+# _WS: floats of scratch per thread
+(_B, _H, _HKV, _SQ, _T, _P, _D, _DV, _CAUSAL, _HASM, _NT, _FILLINF, _TILE, _WRITE, _QB, _KBK,
+ _QDP, _ADP, _WS) = range(19)
+_NP = 19
+# ip[_ST:_ST + 28]: element strides q b,h,s | pk b,h,s | k b,h,s | pv b,h,s | v b,h,s |
+# mask b,h,i,j | y b,h,s | present k b,h,s | present v b,h,s
+_ST = _NP
+_BND = _ST + 28                     # ip[_BND:_BND + NT + 1]: unit range of each thread
 
 
-def _rsum(x, n):
-    """sum(x[:n]) with 8 independent partial sums (see _rmax)."""
-    z = _F32(0.0)
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = z
-    j = 0
-    while j + 8 <= n:
-        s0 += x[j]
-        s1 += x[j + 1]
-        s2 += x[j + 2]
-        s3 += x[j + 3]
-        s4 += x[j + 4]
-        s5 += x[j + 5]
-        s6 += x[j + 6]
-        s7 += x[j + 7]
-        j += 8
-    while j < n:
-        s0 += x[j]
-        j += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+# -- vector row operations: LLVM vector IR through Numba intrinsics ------------------------------
+# Each takes float32 arrays (only their data pointers are used) with element offsets and runtime
+# lengths, and runs whole <_VW x float> vectors plus one masked tail. No Numba array views: each
+# view costs an atomic incref/decref pair, which took ~20% of the time in profiles; and full-width
+# vectors: LLVM's loop vectorizer stops at 256 bits on these Intel hosts. No bounds checks: the
+# callers pass valid ranges.
+
+_LI32 = ir.IntType(32)
+_LI64 = ir.IntType(64)
+# exp (see _V.exp): float32 values as Python floats
+_EXP_HI, _EXP_LO = 89.0, -104.0
+_LOG2E = float(np.float32(1.4426950408889634))
+_LN2_HI = 0.693145751953125                  # 15 significant bits: k * _LN2_HI is exact
+_LN2_LO = float(np.float32(1.4286067653302226e-06))
+_EXP_E = tuple(float(np.float32(c)) for c in (0.5, 0.16666578, 0.04166685, 0.00836314, 0.00139013))
 
 
-def _body(q, k, v, m, y, st, p, scale, fill, kt, s, acc, mx, lsum, qs, vp, ktp, t):
-    """One thread's share of the work units (inlined into both kernels). Scratch (this thread's):
-    kt [D, KB], s [QB, KB], acc [QB, DV], mx/lsum [QB], qs [QB, D]. Every inner loop indexes a
-    row *view* with the loop variable, so no negative-index wraparound blocks vectorization."""
-    B = p[_B]
-    H = p[_H]
-    SQ = p[_SQ]
-    T = p[_T]
-    D = p[_D]
-    DV = p[_DV]
-    QBk = p[_QB]
-    KBk = p[_KB]
-    NT = p[_NT]
-    causal = p[_CAUSAL] != 0
-    hasm = p[_HASM] != 0
-    skip_causal = causal and p[_FILLINF] != 0
-    tile = p[_TILE] != 0
-    rep = H // p[_HKV]
-    nqb = (SQ + QBk - 1) // QBk
-    units = B * H * nqb
-    lo = units * t // NT
-    hi = units * (t + 1) // NT
-    ninf = _F32(-np.inf)
+def _arrays(*tys):
+    return all(isinstance(t, types.Array) and t.dtype == types.float32 for t in tys)
+
+
+def _ints(*tys):
+    return all(isinstance(t, (types.Integer, types.Boolean)) for t in tys)
+
+
+def _float(t):
+    return isinstance(t, (types.Float, types.Integer))
+
+
+class _V:
+    """IR emission for one intrinsic body: <_VW x float> vectors, loops with a masked tail."""
+
+    def __init__(self, context, builder, sig, args):
+        self.c, self.b, self.sig, self.args = context, builder, sig, args
+        self.vt = ir.VectorType(ir.FloatType(), _VW)
+        self.it = ir.VectorType(_LI32, _VW)
+        self.mt = ir.VectorType(ir.IntType(1), _VW)
+        self.undef = ir.Constant(self.vt, ir.Undefined)
+
+    # -- arguments --
+    def ptr(self, ia, io):
+        """float* into array argument ia at the element offset in argument io."""
+        arr = cgutils.create_struct_proxy(self.sig.args[ia])(self.c, self.b, value=self.args[ia])
+        return self.b.gep(arr.data, [self.i64(io)])
+
+    def i64(self, i):
+        return self.c.cast(self.b, self.args[i], self.sig.args[i], types.int64)
+
+    def f32(self, i):
+        return self.c.cast(self.b, self.args[i], self.sig.args[i], types.float32)
+
+    # -- values --
+    def splat(self, x, ty=None):
+        ty = ty or self.vt
+        if not isinstance(x, ir.Value):
+            return ir.Constant(ty, [x] * _VW)
+        u = self.b.insert_element(ir.Constant(ty, ir.Undefined), x, ir.Constant(_LI32, 0))
+        return self.b.shuffle_vector(u, ir.Constant(ty, ir.Undefined), ir.Constant(self.it, [0] * _VW))
+
+    def shuffle(self, a, b, idx):
+        return self.b.shuffle_vector(a, b, ir.Constant(self.it, list(idx)))
+
+    def fn(self, name, ret, params):
+        return cgutils.get_or_insert_function(self.b.module, ir.FunctionType(ret, params), name)
+
+    def mask(self, rem):
+        """lane < rem (an i64 >= 0)."""
+        r = self.splat(self.b.trunc(self.b.select(self.b.icmp_signed(">", rem, ir.Constant(_LI64, _VW)),
+                                                  ir.Constant(_LI64, _VW), rem), _LI32), self.it)
+        return self.b.icmp_signed("<", ir.Constant(self.it, list(range(_VW))), r)
+
+    def load(self, p, i, mask=None, passthru=None):
+        p = self.b.bitcast(self.b.gep(p, [i]), self.vt.as_pointer())
+        if mask is None:
+            return self.b.load(p, align=4)
+        f = self.fn(f"llvm.masked.load.v{_VW}f32.p0", self.vt, [self.vt.as_pointer(), _LI32, self.mt, self.vt])
+        return self.b.call(f, [p, ir.Constant(_LI32, 4), mask,
+                               passthru if passthru is not None else ir.Constant(self.vt, None)])
+
+    def store(self, v, p, i, mask=None):
+        p = self.b.bitcast(self.b.gep(p, [i]), self.vt.as_pointer())
+        if mask is None:
+            self.b.store(v, p, align=4)
+            return
+        f = self.fn(f"llvm.masked.store.v{_VW}f32.p0", ir.VoidType(),
+                    [self.vt, self.vt.as_pointer(), _LI32, self.mt])
+        self.b.call(f, [v, p, ir.Constant(_LI32, 4), mask])
+
+    def fma(self, a, x, y):
+        return self.b.call(self.fn(f"llvm.fma.v{_VW}f32", self.vt, [self.vt] * 3), [a, x, y])
+
+    def vmax(self, a, x):
+        return self.b.select(self.b.fcmp_ordered(">", a, x), a, x)
+
+    def hreduce(self, v, op):
+        """op-fold of v's lanes by a shuffle tree -> scalar."""
+        w = _VW // 2
+        while w >= 1:
+            v = op(v, self.shuffle(v, self.undef, [(i + w) % _VW for i in range(_VW)]))
+            w //= 2
+        return self.b.extract_element(v, ir.Constant(_LI32, 0))
+
+    def transpose_sum(self, vecs):
+        """[v_0 .. v_VW-1] -> one vector whose lane r is the sum of v_r's lanes: pairwise
+        half-swaps and adds (VW - 1 adds), tracking which vector each lane belongs to."""
+        items = [(v, [r] * _VW) for r, v in enumerate(vecs)]
+        g = _VW
+        while len(items) > 1:
+            nxt = []
+            for (a, oa), (b, ob) in zip(items[0::2], items[1::2]):
+                h = g // 2
+                lo, hi, own = [], [], []
+                for o, off in ((oa, 0), (ob, _VW)):
+                    for s in range(0, _VW, g):
+                        lo += [off + s + t for t in range(h)]
+                        hi += [off + s + h + t for t in range(h)]
+                        own += [o[s]] * h
+                nxt.append((self.b.fadd(self.shuffle(a, b, lo), self.shuffle(a, b, hi)), own))
+            items, g = nxt, g // 2
+        v, own = items[0]
+        return self.shuffle(v, self.undef, [own.index(r) for r in range(_VW)])
+
+    def transpose(self, rows):
+        """VW x VW transpose of a list of VW vectors (log2 VW levels of block swaps)."""
+        m = list(rows)
+        blk = 1
+        while blk < _VW:
+            for r in range(_VW):
+                if not r & blk:
+                    a, b = m[r], m[r + blk]
+                    m[r] = self.shuffle(a, b, [i if not i & blk else _VW + i - blk for i in range(_VW)])
+                    m[r + blk] = self.shuffle(a, b, [i + blk if not i & blk else _VW + i for i in range(_VW)])
+            blk *= 2
+        return m
+
+    def exp(self, x, flush=None):
+        """e^x (float32 lanes, max error 1.3 ulp, denormal results included; nan -> nan): x is
+        clamped to [-104, 89], k = rint(x / ln2), r = x - k ln2 in two FMA steps (Cody-Waite),
+        e^r = 1 + r + r^2 E(r), scaled by 2^k as two normal factors 2^(k>>1) 2^(k-(k>>1)) so
+        that overflow and gradual underflow round once. The polynomial of vecmath.exp at HEAD
+        4a6c702 (its constants are here: vecmath's internals change on their own schedule).
+        With ``flush``: e^x = 0 for x < flush (no denormal results: each one costs a microcode
+        assist of ~100 cycles on Intel cores, measured as half the exp loop's time here)."""
+        b, s = self.b, self.splat
+        hi, lo = s(_EXP_HI), s(flush if flush is not None else _EXP_LO)
+        xc = b.select(b.fcmp_ordered("<", x, hi), x, hi)
+        xc = b.select(b.fcmp_ordered(">", xc, lo), xc, lo)
+        k = b.call(self.fn(f"llvm.rint.v{_VW}f32", self.vt, [self.vt]), [b.fmul(xc, s(_LOG2E))])
+        nk = b.fneg(k)
+        r = self.fma(nk, s(_LN2_HI), xc)
+        r = self.fma(nk, s(_LN2_LO), r)
+        p = self.fma(r, s(_EXP_E[4]), s(_EXP_E[3]))
+        for c in _EXP_E[2::-1]:
+            p = self.fma(r, p, s(c))
+        p = self.fma(b.fmul(r, r), p, b.fadd(s(1.0), r))
+        ki = b.fptosi(k, self.it)
+        k1 = b.ashr(ki, s(1, self.it))
+        k2 = b.sub(ki, k1)
+        s1 = b.bitcast(b.shl(b.add(k1, s(127, self.it)), s(23, self.it)), self.vt)
+        s2 = b.bitcast(b.shl(b.add(k2, s(127, self.it)), s(23, self.it)), self.vt)
+        y = b.fmul(b.fmul(p, s1), s2)
+        if flush is not None:  # x < flush -> 0 without ever forming a denormal
+            y = b.select(b.fcmp_ordered("<", x, lo), ir.Constant(self.vt, None), y)
+        return b.select(b.fcmp_ordered("ord", x, x), y, x)
+
+    # -- loops --
+    def loop(self, n, step, init=(), stride=_VW, tail=True):
+        """for i = 0, stride, ... < n: carried = step(i, mask, carried); with ``tail`` the last,
+        partial chunk runs with mask = lane < n - i (full chunks: mask None), else chunks run
+        while i < n with mask None. -> the final carried values."""
+        b = self.b
+        entry = b.basic_block
+        head, body, rest, done = (b.append_basic_block(x) for x in ("v.head", "v.body", "v.rest", "v.done"))
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(_LI64)
+        car = [b.phi(v.type) for v in init]
+        i.add_incoming(ir.Constant(_LI64, 0), entry)
+        for c, v in zip(car, init):
+            c.add_incoming(v, entry)
+        inext = b.add(i, ir.Constant(_LI64, stride))
+        go = b.icmp_signed("<=", inext, n) if tail else b.icmp_signed("<", i, n)
+        b.cbranch(go, body, rest)
+        b.position_at_end(body)
+        new = step(i, None, car)
+        i.add_incoming(inext, b.basic_block)
+        for c, v in zip(car, new):
+            c.add_incoming(v, b.basic_block)
+        b.branch(head)
+        b.position_at_end(rest)
+        if not tail:
+            b.branch(done)
+            b.position_at_end(done)
+            return car
+        rem = b.sub(n, i)
+        tbody = b.append_basic_block("v.tail")
+        b.cbranch(b.icmp_signed(">", rem, ir.Constant(_LI64, 0)), tbody, done)
+        b.position_at_end(tbody)
+        tnew = step(i, self.mask(rem), car)
+        tend = b.basic_block
+        b.branch(done)
+        b.position_at_end(done)
+        out = []
+        for c, v in zip(car, tnew):
+            ph = b.phi(c.type)
+            ph.add_incoming(c, rest)
+            ph.add_incoming(v, tend)
+            out.append(ph)
+        return out
+
+
+def _rowop(kinds, ret=types.void):
+    """Make an intrinsic of ``emit(V) -> value`` typed by ``kinds`` ('a' float32 array, 'i' int,
+    'f' float or int) for each argument."""
+    def deco(emit):
+        def typer(args):
+            ok = {"a": _arrays, "i": _ints, "f": _float}
+            if not all(ok[k](t) for k, t in zip(kinds, args)):
+                return None
+
+            def codegen(context, builder, sig, cargs):
+                v = emit(_V(context, builder, sig, cargs))
+                return context.get_dummy_value() if v is None else v
+
+            return ret(*args), codegen
+
+        # Numba lowers no *args in an intrinsic: spell the parameters out (a fixed template)
+        names = ", ".join(f"x{i}" for i in range(len(kinds)))
+        scope = {"typer": typer}
+        exec(f"def {emit.__name__}(typingctx, {names}):\n    return typer(({names},))", scope)
+        return intrinsic(scope[emit.__name__])
+    return deco
+
+
+@_rowop("aiif")
+def _vfill(V):
+    """_vfill(a, off, n, x): a[off:off+n] = x."""
+    p, x = V.ptr(0, 1), V.splat(V.f32(3))
+
+    def step(i, m, c):
+        V.store(x, p, i, m)
+        return []
+
+    V.loop(V.i64(2), step)
+
+
+@_rowop("aiaiif")
+def _vscale(V):
+    """_vscale(d, doff, s, soff, n, x): d[doff:doff+n] = s[soff:soff+n] * x (may be in place)."""
+    pd, ps, x = V.ptr(0, 1), V.ptr(2, 3), V.splat(V.f32(5))
+
+    def step(i, m, c):
+        V.store(V.b.fmul(V.load(ps, i, m), x), pd, i, m)
+        return []
+
+    V.loop(V.i64(4), step)
+
+
+@_rowop("aiaii")
+def _vcopy(V):
+    """_vcopy(d, doff, s, soff, n): d[doff:doff+n] = s[soff:soff+n]."""
+    pd, ps = V.ptr(0, 1), V.ptr(2, 3)
+
+    def step(i, m, c):
+        V.store(V.load(ps, i, m), pd, i, m)
+        return []
+
+    V.loop(V.i64(4), step)
+
+
+def _both(V, flag, emit):
+    """emit(True) under flag != 0, emit(False) otherwise: two loop versions, no branch inside."""
+    with V.b.if_else(V.b.icmp_signed("!=", flag, ir.Constant(_LI64, 0))) as (yes, no):
+        with yes:
+            emit(True)
+        with no:
+            emit(False)
+
+
+def _group_rows(V, base, g0, last, stride, partial):
+    """Pointers to rows g0 .. g0+VW-1 of base (row stride ``stride``); in a ``partial`` group the
+    rows past ``last`` re-read it: every load stays in bounds, their results are never stored."""
+    b, rows = V.b, []
+    first = b.gep(base, [b.mul(g0, stride)])
+    for r in range(_VW):
+        if not partial:
+            rows.append(b.gep(first, [b.mul(ir.Constant(_LI64, r), stride)]))
+            continue
+        j = b.add(g0, ir.Constant(_LI64, r))
+        j = b.select(b.icmp_signed(">", j, last), last, j)
+        rows.append(b.gep(base, [b.mul(j, stride)]))
+    return rows
+
+
+@_rowop("aiaiaiiiiaiii")
+def _vdots(V):
+    """_vdots(s, soff, q, qoff, k, koff, ks, nk, d, c, coff, cs, copy): s[soff + j] = q[qoff:][:d] .
+    k[koff + j*ks:][:d] for j < nk; with copy != 0 each K row is also stored to c[coff + j*cs:]
+    (the present cache, written from the registers the product reads). VW keys at a time: one
+    accumulator vector per key over the d chunks, then one transpose-and-add tree."""
+    b = V.b
+    ps, pq, pk, pc = V.ptr(0, 1), V.ptr(2, 3), V.ptr(4, 5), V.ptr(9, 10)
+    ks, nk, d, cs = V.i64(6), V.i64(7), V.i64(8), V.i64(11)
+    last = b.sub(nk, ir.Constant(_LI64, 1))
+
+    def emit(copy):
+        def group(g0, gmask, c):  # gmask: None for a full group of VW keys, else the valid ones
+            rows = _group_rows(V, pk, g0, last, ks, gmask is not None)
+            crows = _group_rows(V, pc, g0, last, cs, gmask is not None) if copy else None
+
+            acc = []
+            for r in range(_VW):  # row by row: each row is one sequential stream
+                def chunk(i, m, a, r=r):
+                    x = V.load(rows[r], i, m)
+                    if copy:
+                        V.store(x, crows[r], i, m)
+                    return [V.fma(V.load(pq, i, m), x, a[0])]
+
+                acc += V.loop(d, chunk, [V.splat(0.0)])
+            V.store(V.transpose_sum(acc), ps, g0, gmask)
+            return []
+
+        V.loop(nk, group)
+
+    _both(V, V.i64(12), emit)
+
+
+@_rowop("aiaiaiiiiaiii")
+def _vaxpy(V):
+    """_vaxpy(acc, aoff, p, poff, v, voff, vs, nk, dv, c, coff, cs, copy): acc[aoff:][:dv] +=
+    sum_j<nk p[poff+j] * v[voff + j*vs:][:dv]; with copy != 0 each V row is also stored to
+    c[coff + j*cs:]. 4*VW columns of acc stay in registers over all the keys."""
+    b = V.b
+    pa, pp, pv, pc = V.ptr(0, 1), V.ptr(2, 3), V.ptr(4, 5), V.ptr(9, 10)
+    vs, nk, dv, cs = V.i64(6), V.i64(7), V.i64(8), V.i64(11)
+    zero = ir.Constant(_LI64, 0)
+
+    def emit(copy):
+        def cols(c0, _m, c):
+            left = b.sub(dv, c0)
+            masks = [V.mask(b.select(b.icmp_signed(">", x, zero), x, zero))
+                     for x in (b.sub(left, ir.Constant(_LI64, q * _VW)) for q in range(4))]
+            offs = [b.add(c0, ir.Constant(_LI64, q * _VW)) for q in range(4)]
+            acc0 = [V.load(pa, offs[q], masks[q]) for q in range(4)]
+
+            def key(j, _m2, acc):
+                pj = V.splat(b.load(b.gep(pp, [j])))
+                row = b.gep(pv, [b.mul(j, vs)])
+                out = []
+                for q in range(4):
+                    x = V.load(row, offs[q], masks[q])
+                    if copy:
+                        V.store(x, b.gep(pc, [b.mul(j, cs)]), offs[q], masks[q])
+                    out.append(V.fma(pj, x, acc[q]))
+                return out
+
+            acc = V.loop(nk, key, acc0, stride=1, tail=False)
+            for q in range(4):
+                V.store(acc[q], pa, offs[q], masks[q])
+            return []
+
+        V.loop(dv, cols, stride=4 * _VW, tail=False)
+
+    _both(V, V.i64(12), emit)
+
+
+@_rowop("aiaiiiiaiii")
+def _vktrans(V):
+    """_vktrans(dst, doff, src, soff, ss, nk, d, c, coff, cs, copy): dst[doff + e*_NR + j] =
+    src[soff + j*ss + e] for j < nk (<= _NR minus doff's column), e < d: K rows into a packed
+    [d][_NR] panel, VW x VW blocks transposed in registers; with copy != 0 each row is also
+    stored to c[coff + j*cs:]."""
+    b = V.b
+    pd, ps, pc = V.ptr(0, 1), V.ptr(2, 3), V.ptr(7, 8)
+    ss, nk, d, cs = V.i64(4), V.i64(5), V.i64(6), V.i64(9)
+    last = b.sub(nk, ir.Constant(_LI64, 1))
+
+    def emit(copy):
+        def group(g0, kmask, c):  # kmask: None for a full group of VW keys, else the valid ones
+            rows = _group_rows(V, ps, g0, last, ss, kmask is not None)
+            crows = _group_rows(V, pc, g0, last, cs, kmask is not None) if copy else None
+
+            def chunk(e0, m, c2):
+                x = [V.load(rows[r], e0, m) for r in range(_VW)]
+                if copy:
+                    for r in range(_VW):
+                        V.store(x[r], crows[r], e0, m)
+                t = V.transpose(x)
+                for e in range(_VW):  # dimension e0 + e: its VW keys (if e0 + e < d)
+                    msk = kmask
+                    if m is not None:
+                        de = V.splat(b.extract_element(m, ir.Constant(_LI32, e)), V.mt)
+                        msk = de if kmask is None else b.and_(kmask, de)
+                    off = b.add(b.mul(b.add(e0, ir.Constant(_LI64, e)), ir.Constant(_LI64, _NR)), g0)
+                    V.store(t[e], pd, off, msk)
+                return []
+
+            V.loop(d, chunk)
+            return []
+
+        V.loop(nk, group)
+
+    _both(V, V.i64(10), emit)
+
+
+def _softmax_rows(V, R):
+    """The online-softmax update of R query rows' blocks of scores (see _vsoftmax), the rows
+    interleaved in each loop so their dependency chains overlap. Arguments: (w, so, lds, nr, n,
+    m, mb, msi, msj, lim, fill, imx, ils, iacc, lda, dv). -> 1 if row 0 had a finite score."""
+    b = V.b
+    f32, i64v = ir.FloatType(), ir.VectorType(_LI64, _VW)
+    pw, pm = V.ptr(0, 1), V.ptr(5, 6)  # pm = m + mb (only read when mb >= 0)
+    lds, nr, n, msi, msj, lim = V.i64(2), V.i64(3), V.i64(4), V.i64(7), V.i64(8), V.i64(9)
+    fill, lda, dv, mb = V.splat(V.f32(10)), V.i64(14), V.i64(15), V.i64(6)
+    c = lambda x: ir.Constant(_LI64, x)  # noqa: E731
+    ninf, finf = V.splat(float("-inf")), ir.Constant(f32, float("-inf"))
+    iota = ir.Constant(i64v, list(range(_VW)))
+    rows = [b.gep(pw, [b.mul(c(r), lds)]) for r in range(R)]
+    limv = [V.splat(b.add(lim, c(r)), i64v) for r in range(R)]
+    last = b.sub(nr, c(1))  # rows past nr (tile padding) read the last real row's mask
+    mrows = [b.gep(pm, [b.mul(b.select(b.icmp_signed(">", c(r), last), last, c(r)), msi)]) for r in range(R)]
+
+    def pass1(kind):
+        mone = [V.splat(b.load(mr)) for mr in mrows] if kind == "one" else None
+
+        def step(i, msk, acc):
+            idx = b.add(V.splat(i, i64v), iota)
+            out = []
+            for r in range(R):
+                x = V.load(rows[r], i, msk, ninf)
+                if kind == "row":
+                    x = b.fadd(x, V.load(mrows[r], i, msk))
+                elif kind == "one":
+                    x = b.fadd(x, mone[r])
+                x = b.select(b.icmp_signed(">", idx, limv[r]), fill, x)
+                V.store(x, rows[r], i, msk)
+                if msk is not None:
+                    x = b.select(msk, x, ninf)
+                out.append(V.vmax(x, acc[r]))
+            return out
+
+        return [V.hreduce(a, V.vmax) for a in V.loop(n, step, [ninf] * R)]
+
+    # -- pass 1: mask, causal fill, row maxima (one loop per mask kind) --
+    k_none, k_some, k_row, k_one, joined = (b.append_basic_block(x) for x in
+                                            ("sm.none", "sm.some", "sm.row", "sm.one", "sm.p1"))
+    b.cbranch(b.icmp_signed("<", mb, c(0)), k_none, k_some)
+    b.position_at_end(k_some)
+    b.cbranch(b.icmp_signed("==", msj, c(1)), k_row, k_one)
+    results = []
+    for blk, kind in ((k_none, "none"), (k_row, "row"), (k_one, "one")):
+        b.position_at_end(blk)
+        results.append((pass1(kind), b.basic_block))
+        b.branch(joined)
+    b.position_at_end(joined)
+    bm = []
+    for r in range(R):
+        ph = b.phi(f32)
+        for v, blk in results:
+            ph.add_incoming(v[r], blk)
+        bm.append(ph)
+
+    # -- pass 2: P = exp(s - m'), m' = max(m, bm) (0 for an all -inf row: P = 0, no nan) --
+    pmx = [b.gep(V.ptr(0, 11), [c(r)]) for r in range(R)]
+    pls = [b.gep(V.ptr(0, 12), [c(r)]) for r in range(R)]
+    mo = [b.load(p) for p in pmx]
+    mn = [b.select(b.fcmp_ordered(">", x, y), x, y) for x, y in zip(bm, mo)]
+    mns = [V.splat(b.select(b.fcmp_ordered("==", x, finf), ir.Constant(f32, 0.0), x)) for x in mn]
+
+    def step2(i, msk, acc):
+        out = []
+        for r in range(R):
+            e = V.exp(b.fsub(V.load(rows[r], i, msk, ninf), mns[r]), flush=-64.0)
+            V.store(e, rows[r], i, msk)
+            out.append(b.fadd(acc[r], e))
+        return out
+
+    tot = [V.hreduce(a, b.fadd) for a in V.loop(n, step2, [ir.Constant(V.vt, None)] * R)]
+    # -- state: alpha = exp(m - m') for all rows in one vector; 1 when the max did not move --
+    d = V.undef
+    for r in range(R):
+        d = b.insert_element(d, b.fsub(mo[r], mn[r]), ir.Constant(_LI32, r))
+    ev = V.exp(d, flush=-64.0)
+    for r in range(R):
+        same = b.fcmp_ordered("==", mo[r], mn[r])
+        alpha = b.select(same, ir.Constant(f32, 1.0), b.extract_element(ev, ir.Constant(_LI32, r)))
+        b.store(b.fadd(b.fmul(b.load(pls[r]), alpha), tot[r]), pls[r])
+        b.store(mn[r], pmx[r])
+        with b.if_then(b.not_(same)):
+            pa, av = b.gep(V.ptr(0, 13), [b.mul(c(r), lda)]), V.splat(alpha)
+
+            def astep(i, msk, _c, pa=pa, av=av):
+                V.store(b.fmul(V.load(pa, i, msk), av), pa, i, msk)
+                return []
+            V.loop(dv, astep)
+    return b.zext(b.fcmp_ordered("!=", bm[0], finf), _LI64)
+
+
+@_rowop("aiiiiaiiiifiiiii", types.int64)
+def _vsoftmax(V):
+    """_vsoftmax(w, so, lds, nr, n, m, mb, msi, msj, lim, fill, imx, ils, iacc, lda, dv) -> 1, or 0
+    when every score is -inf: one query row's block of scores s = w[so:so+n] and its running
+    state in w (max at imx, sum at ils, accumulator row at iacc:iacc+dv); lds, nr, msi, lda unused.
+
+        pass 1: s += mask (m[mb + j], msj == 1; m[mb] for all j, msj == 0; none, mb < 0);
+                s[j] = fill for j > lim (causal); bm = max s
+        pass 2: s = exp(s - m') with m' = max(m, bm) (e^x < e^-64 flushed to 0); l' = l alpha + sum s,
+                alpha = exp(m - m'); acc *= alpha
+    """
+    return _softmax_rows(V, 1)
+
+
+@_rowop("aiiiiaiiiifiiiii", types.int64)
+def _vsoftmax_mr(V):
+    """_vsoftmax for the MR rows of a micro-block: row r's scores at so + r*lds, its mask at
+    mb + min(r, nr-1)*msi, causal limit lim + r, state at imx + r, ils + r, iacc + r*lda. Rows
+    r >= nr (tile padding) are updated too (on scratch nobody reads)."""
+    return _softmax_rows(V, MR)
+
+
+# -- the kernel -----------------------------------------------------------------------------------
+def _body(q, pk, k, pv, v, m, y, ko, vo, ip, w, scale, fill, t):
+    """One thread's share of the work units (inlined into both kernels); w is its scratch row."""
+    H = ip[_H]
+    SQ = ip[_SQ]
+    T = ip[_T]
+    P = ip[_P]
+    D = ip[_D]
+    DV = ip[_DV]
+    QB = ip[_QB]
+    KBk = ip[_KBK]
+    QDP = ip[_QDP]
+    ADP = ip[_ADP]
+    causal = ip[_CAUSAL] != 0
+    hasm = ip[_HASM] != 0
+    skip_causal = causal and ip[_FILLINF] != 0
+    tile = ip[_TILE] != 0
+    write = ip[_WRITE] != 0
+    wpast = ip[_WRITE] == 1  # 2: the past rows are already in place in the present buffers
+    rep = H // ip[_HKV]
+    S = _ST
+    pks, ks, pvs, vs, kos, vos = ip[S + 5], ip[S + 8], ip[S + 11], ip[S + 14], ip[S + 24], ip[S + 27]
+    nqb = (SQ + QB - 1) // QB
+    o_qs, o_acc, o_mx, o_ls, o_s, o_kt, o_vp, _ = _offsets(ip)
+    npv = (DV + _NR - 1) // _NR
     zero = _F32(0.0)
-    for u in range(lo, hi):
+    ninf = _F32(-np.inf)
+    for u in range(ip[_BND + t], ip[_BND + t + 1]):
         qb = u % nqb
         bh = u // nqb
         h = bh % H
         b = bh // H
         g = h // rep
-        i0 = qb * QBk
-        nq = min(QBk, SQ - i0)
-        # -- load the scaled query block --------------------------------------------------------
-        for i in range(nq):
-            qr = b * st[0] + h * st[1] + (i0 + i) * st[2]
-            qrow = q[qr:qr + D]
-            qsi = qs[i]
-            for d in range(D):
-                qsi[d] = qrow[d] * scale
-            mx[i] = ninf
-            lsum[i] = zero
-            acc[i, :] = zero
+        i0 = qb * QB
+        nq = min(QB, SQ - i0)
+        writer = write and qb == nqb - 1 and h % rep == 0  # this unit writes the present rows
+        wp = writer and wpast
+        tl = tile and nq >= _TMIN
+        nqr = (nq + MR - 1) // MR * MR if tl else nq
+        # -- scaled query rows (tile padding rows: zeros, so their scores and P are 0) ---------
+        for i in range(nqr):
+            if i < nq:
+                _vscale(w, o_qs + i * QDP, q, b * ip[S] + h * ip[S + 1] + (i0 + i) * ip[S + 2], D, scale)
+            else:
+                _vfill(w, o_qs + i * QDP, D, zero)
+            _vfill(w, o_acc + i * ADP, DV, zero)
+            w[o_mx + i] = ninf
+            w[o_ls + i] = zero
         jend = T
         if skip_causal:  # keys past the last row's frontier are never seen
             jend = max(0, min(T, i0 + nq + T - SQ))
-        kb0 = b * st[3] + g * st[4]
-        vb0 = b * st[6] + g * st[7]
-        tl = tile and nq >= 4  # register tiles pay off from 4 query rows up
-        for j0 in range(0, jend, KBk):
-            nk = min(KBk, jend - j0)
-            # -- scores S = (Q*scale) Kt ---------------------------------------------------------
-            if tl:  # K block packed in _QNR-key panels [D][_QNR]
-                nkp = (nk + _QNR - 1) // _QNR
-                for j in range(nk):
-                    kr = kb0 + (j0 + j) * st[5]
-                    krow = k[kr:kr + D]
-                    ktj = ktp[j // _QNR]
-                    jj = j % _QNR
-                    for d in range(D):
-                        ktj[d, jj] = krow[d]
-                for i in range(0, nq, 4):
-                    for jp in range(nkp):
-                        gemm_tile(qs, i * 256, ktp, jp * D * _QNR, s, i * 64 + jp * _QNR, D, False,
-                                  4, _QNR, 256, 64, _QNR, _VW)
-            else:  # K block transposed into Kt[d, j]
-                for j in range(nk):
-                    kr = kb0 + (j0 + j) * st[5]
-                    krow = k[kr:kr + D]
-                    for d in range(D):
-                        kt[d, j] = krow[d]
-                for i in range(nq):
-                    srow = s[i]
-                    qsi = qs[i]
-                    for j in range(nk):
-                        srow[j] = zero
-                    for d in range(D):
-                        qv = qsi[d]
-                        ktd = kt[d]
-                        for j in range(nk):
-                            srow[j] += qv * ktd[j]
-            for i in range(nq):
-                srow = s[i]
-                # -- mask, causal --------------------------------------------------------------
-                if hasm:
-                    mb = b * st[9] + h * st[10] + (i0 + i) * st[11] + j0 * st[12]
-                    if st[12] == 1:
-                        mrow = m[mb:mb + nk]
-                        for j in range(nk):
-                            srow[j] += mrow[j]
-                    else:  # broadcast along the keys
-                        mv = m[mb]
-                        for j in range(nk):
-                            srow[j] += mv
-                if causal:
-                    lim = i0 + i + T - SQ - j0
-                    for j in range(nk):
-                        if j > lim:
-                            srow[j] = fill
-                # -- online softmax ------------------------------------------------------------
-                bm = _rmax(srow, nk)
-                if bm == ninf:  # nothing to attend in this block: P row = 0
-                    for j in range(nk):
-                        srow[j] = zero
-                    continue
-                mo = mx[i]
-                mn = bm if bm > mo else mo
-                alpha = vecmath.exp(mo - mn)
-                for j in range(nk):  # no reduction in this loop: it vectorizes
-                    srow[j] = vecmath.exp(srow[j] - mn)
-                tot = _rsum(srow, nk)
-                lsum[i] = lsum[i] * alpha + tot
-                mx[i] = mn
-                arow = acc[i]
-                for e in range(DV):
-                    arow[e] *= alpha
-                if tl:
-                    continue
-                j = 0
-                while j + 4 <= nk:  # four keys per pass over the accumulator row
-                    vr = vb0 + (j0 + j) * st[8]
-                    v0 = v[vr:vr + DV]
-                    v1 = v[vr + st[8]:vr + st[8] + DV]
-                    v2 = v[vr + 2 * st[8]:vr + 2 * st[8] + DV]
-                    v3 = v[vr + 3 * st[8]:vr + 3 * st[8] + DV]
-                    p0, p1, p2, p3 = srow[j], srow[j + 1], srow[j + 2], srow[j + 3]
-                    for e in range(DV):
-                        arow[e] += p0 * v0[e] + p1 * v1[e] + p2 * v2[e] + p3 * v3[e]
-                    j += 4
-                while j < nk:
-                    vr = vb0 + (j0 + j) * st[8]
-                    v0 = v[vr:vr + DV]
-                    p0 = srow[j]
-                    for e in range(DV):
-                        arow[e] += p0 * v0[e]
-                    j += 1
+        pkb = b * ip[S + 3] + g * ip[S + 4]
+        kb0 = b * ip[S + 6] + g * ip[S + 7] - P * ks  # key j >= P is at kb0 + j * ks
+        pvb = b * ip[S + 9] + g * ip[S + 10]
+        vb0 = b * ip[S + 12] + g * ip[S + 13] - P * vs
+        kob = b * ip[S + 22] + g * ip[S + 23]
+        vob = b * ip[S + 25] + g * ip[S + 26]
+        mb0 = b * ip[S + 15] + h * ip[S + 16]
+        msi = ip[S + 17]
+        msj = ip[S + 18]
+        step = KBk if tl else _KBR
+        for j0 in range(0, jend, step):
+            nk = min(step, jend - j0)
             if tl:
-                # -- acc += P V: V block packed in _PNR-wide panels, _PMR x _PNR tiles ---------
-                npv = (DV + _PNR - 1) // _PNR
-                for j in range(nk):
-                    vr = vb0 + (j0 + j) * st[8]
-                    vrow = v[vr:vr + DV]
+                # -- pack K transposed into _NR-key panels (segments split at P and panels) ----
+                jj = 0
+                while jj < nk:
+                    j = j0 + jj
+                    je = min(nk, (jj // _NR + 1) * _NR)
+                    dst = o_kt + jj // _NR * D * _NR + jj % _NR
+                    if j < P:
+                        je = min(je, P - j0)
+                        _vktrans(w, dst, pk, pkb + j * pks, pks, je - jj, D, ko, kob + j * kos, kos, wp)
+                    else:
+                        _vktrans(w, dst, k, kb0 + j * ks, ks, je - jj, D, ko, kob + j * kos, kos, writer)
+                    jj = je
+                # -- pack V into _NR-wide panels [KB][_NR] (and the present rows) ----------------
+                for jj in range(nk):  # (no array-valued variables: each assignment costs an
+                    j = j0 + jj          # atomic incref/decref pair)
                     for pn in range(npv):
-                        lo_e = pn * _PNR
-                        w = min(_PNR, DV - lo_e)
-                        dst = vp[pn, j]
-                        for e in range(w):
-                            dst[e] = vrow[lo_e + e]
-                for i in range(0, nq, _PMR):
+                        lo = pn * _NR
+                        if j < P:
+                            _vcopy(w, o_vp + (pn * KBk + jj) * _NR, pv, pvb + j * pvs + lo, min(_NR, DV - lo))
+                        else:
+                            _vcopy(w, o_vp + (pn * KBk + jj) * _NR, v, vb0 + j * vs + lo, min(_NR, DV - lo))
+                    if writer:
+                        if j < P:
+                            if wpast:
+                                _vcopy(vo, vob + j * vos, pv, pvb + j * pvs, DV)
+                        else:
+                            _vcopy(vo, vob + j * vos, v, vb0 + j * vs, DV)
+                for r0 in range(0, nq, MR):
+                    nkm = nk
+                    if skip_causal:  # keys past the micro-block's last row
+                        nkm = min(nk, i0 + min(r0 + MR, nq) - 1 + T - SQ - j0 + 1)
+                        if nkm <= 0:
+                            continue
+                    # -- S = Qs Kt -------------------------------------------------------------
+                    for jp in range((nkm + _NR - 1) // _NR):
+                        gemm_tile(w, o_qs + r0 * _DP, w, o_kt + jp * D * _NR, w, o_s + jp * _NR, D,
+                                  False, MR, _NR, _DP, _SLD, _NR, _VW)
+                    _vsoftmax_mr(w, o_s, _SLD, min(MR, nq - r0), nkm, m,
+                                 mb0 + (i0 + r0) * msi + j0 * msj if hasm else -1, msi, msj,
+                                 i0 + r0 + T - SQ - j0 if causal else nkm, fill, o_mx + r0, o_ls + r0,
+                                 o_acc + r0 * _DP, _DP, DV)
+                    # -- acc += P V ------------------------------------------------------------
                     for pn in range(npv):
-                        gemm_tile(s, i * 64, vp, pn * 64 * _PNR, acc, i * 256 + pn * _PNR, nk, True,
-                                  _PMR, _PNR, 64, 256, _PNR, _VW)
+                        gemm_tile(w, o_s, w, o_vp + pn * KBk * _NR, w, o_acc + r0 * _DP + pn * _NR, nkm,
+                                  True, MR, _NR, _SLD, _DP, _NR, _VW)
+            else:
+                for i in range(nq):
+                    nki = nk
+                    if skip_causal:
+                        nki = min(nk, i0 + i + T - SQ - j0 + 1)
+                        if nki <= 0:
+                            continue
+                    # the writer's last row sees every key of the block: it copies the present rows
+                    cp = writer and i == nq - 1
+                    # -- scores, P, acc += P V (segments split at P) ------------------------------
+                    np_ = min(nki, max(P - j0, 0))  # keys of this block from the past
+                    qo = o_qs + i * QDP
+                    j1 = j0 + np_
+                    if np_ > 0:
+                        _vdots(w, o_s, w, qo, pk, pkb + j0 * pks, pks, np_, D,
+                               ko, kob + j0 * kos, kos, cp and wpast)
+                    if np_ < nki:
+                        _vdots(w, o_s + np_, w, qo, k, kb0 + j1 * ks, ks, nki - np_, D,
+                               ko, kob + j1 * kos, kos, cp)
+                    ao = o_acc + i * ADP
+                    mbi = mb0 + (i0 + i) * msi + j0 * msj if hasm else -1
+                    lim = i0 + i + T - SQ - j0 if causal else nki
+                    if _vsoftmax(w, o_s, 0, 1, nki, m, mbi, 0, msj, lim, fill, o_mx + i, o_ls + i, ao, 0, DV) == 0:
+                        if cp:  # P = 0: V is not read, copy its rows alone
+                            for j in range(j0, j0 + nki):
+                                if j < P:
+                                    if wpast:
+                                        _vcopy(vo, vob + j * vos, pv, pvb + j * pvs, DV)
+                                else:
+                                    _vcopy(vo, vob + j * vos, v, vb0 + j * vs, DV)
+                        continue
+                    if np_ > 0:
+                        _vaxpy(w, ao, w, o_s, pv, pvb + j0 * pvs, pvs, np_, DV,
+                               vo, vob + j0 * vos, vos, cp and wpast)
+                    if np_ < nki:
+                        _vaxpy(w, ao, w, o_s + np_, v, vb0 + j1 * vs, vs, nki - np_, DV,
+                               vo, vob + j1 * vos, vos, cp)
         # -- normalize and store ---------------------------------------------------------------
         for i in range(nq):
-            li = lsum[i]
-            inv = _F32(1.0) / li if li > zero else zero
-            yr = b * st[13] + h * st[14] + (i0 + i) * st[15]
-            yrow = y[yr:yr + DV]
-            arow = acc[i]
-            for e in range(DV):
-                yrow[e] = arow[e] * inv
+            li = w[o_ls + i]
+            _vscale(y, b * ip[S + 19] + h * ip[S + 20] + (i0 + i) * ip[S + 21], w, o_acc + i * ADP, DV,
+                    _F32(1.0) / li if li > zero else zero)
 
 
+def _offsets(ip):
+    """A thread's scratch row (floats, each region 16-aligned): scaled Q rows [QBr][QDP] |
+    accumulators [QBr][ADP] | row maxima [QBr] | row sums [QBr] | scores [MR][_SLD] | packed K
+    panels [KB/_NR][D][_NR] | packed V panels [Dv/_NR][KB][_NR] (QBr = QB rounded up to MR; the
+    panels only on the tiled path). -> the 7 offsets and the row's length. Called by the kernel
+    and, unjitted, by the plan."""
+    qbr = (ip[_QB] + MR - 1) // MR * MR
+    D, DV = ip[_D], ip[_DV]
+    tile = ip[_TILE] != 0
+    o_qs = 0
+    o_acc = o_qs + (qbr * ip[_QDP] + 15) // 16 * 16
+    o_mx = o_acc + (qbr * ip[_ADP] + 15) // 16 * 16
+    o_ls = o_mx + (qbr + 15) // 16 * 16
+    o_s = o_ls + (qbr + 15) // 16 * 16
+    o_kt = o_s + (MR * _SLD + 15) // 16 * 16
+    o_vp = o_kt + ((KB * D + 15) // 16 * 16 if tile else 0)
+    end = o_vp + (((DV + _NR - 1) // _NR * KB * _NR + 15) // 16 * 16 if tile else 0)
+    return o_qs, o_acc, o_mx, o_ls, o_s, o_kt, o_vp, end
+
+
+_offsets_py = _offsets
 _JIT = {"error_model": "numpy", "fastmath": vecmath.FASTMATH, "cache": True, "nogil": True}
-_rmax = njit(inline="always", **_JIT)(_rmax)
-_rsum = njit(inline="always", **_JIT)(_rsum)
-_body_jit = njit(inline="always", **_JIT)(_body)
-
-
-@njit(inline="always", **_JIT)
-def _scratch(p, NT):
-    D, DV, QBk, KBk = p[_D], p[_DV], p[_QB], p[_KB]
-    # zeros: padded rows/columns of the tiles must hold finite values
-    return (np.zeros((NT, D, KBk), _F32), np.zeros((NT, QBk, KBk), _F32),
-            np.zeros((NT, QBk, max(DV, _DP)), _F32), np.zeros((NT, QBk), _F32),
-            np.zeros((NT, QBk), _F32), np.zeros((NT, QBk, max(D, _DP)), _F32),
-            np.zeros((NT, (DV + _PNR - 1) // _PNR if p[_TILE] else 1, KBk, _PNR), _F32),
-            np.zeros((NT, KBk // _QNR if p[_TILE] else 1, D, _QNR), _F32))
+_offsets = njit(inline="always", **_JIT)(_offsets)
+_body_jit = njit(**_JIT)(_body)  # not inlined: compiled once for both kernels
 
 
 @njit(**_JIT)
-def _attn_serial(q, k, v, m, y, st, p, scale, fill):
-    kt, s, acc, mx, lsum, qs, vp, ktp = _scratch(p, 1)
-    _body_jit(q, k, v, m, y, st, p, scale, fill, kt[0], s[0], acc[0], mx[0], lsum[0], qs[0], vp[0], ktp[0], 0)
+def _attn_serial(q, pk, k, pv, v, m, y, ko, vo, ip, ws, scale, fill):
+    _body_jit(q, pk, k, pv, v, m, y, ko, vo, ip, ws[0], scale, fill, 0)
 
 
 @njit(parallel=True, **_JIT)
-def _attn_parallel(q, k, v, m, y, st, p, scale, fill):
-    NT = p[_NT]
-    kt, s, acc, mx, lsum, qs, vp, ktp = _scratch(p, NT)  # per-thread rows, allocated outside prange
-    for t in prange(NT):
-        _body_jit(q, k, v, m, y, st, p, scale, fill, kt[t], s[t], acc[t], mx[t], lsum[t], qs[t], vp[t], ktp[t], t)
+def _attn_parallel(q, pk, k, pv, v, m, y, ko, vo, ip, ws, scale, fill):
+    for t in prange(ip[_NT]):
+        _body_jit(q, pk, k, pv, v, m, y, ko, vo, ip, ws[t], scale, fill, t)
+
+
+@njit(**_JIT)
+def _bool_to_additive(mb, out):
+    """out = where(mb, 0, -inf) for a uint8 view of a bool mask (flat)."""
+    z = _F32(0.0)
+    ninf = _F32(-np.inf)
+    for i in range(mb.shape[0]):
+        out[i] = z if mb[i] != 0 else ninf
 
 
 # -- host side -----------------------------------------------------------------------------------
@@ -351,6 +866,16 @@ def _strides4(b4, layout):
     if layout == "bsd":
         return (S * H * D, D, H * D)
     return (H * S * D, S * D, D)
+
+
+def _aligned_zeros(rows, cols):
+    """float32 zeros [rows, cols], the data 64-byte aligned (cols is a multiple of 16)."""
+    raw = np.zeros(rows * cols + 16, _F32)
+    off = (-raw.ctypes.data % 64) // 4
+    return raw[off:off + rows * cols].reshape(rows, cols)
+
+
+_EMPTY = np.zeros(1, _F32)
 
 
 class AttentionPlan:
@@ -395,6 +920,11 @@ class AttentionPlan:
         self.T = T
         self.y4 = (B, h, SQ, DV)
         self.y_shape = (B, SQ, h * DV) if layout == "bsd" else self.y4
+        self.kshape = (B, SK, hkv * D) if layout == "bsd" else self.k4
+        self.vshape = (B, SK, hkv * DV) if layout == "bsd" else self.v4
+        self.qshape = (B, SQ, h * D) if layout == "bsd" else self.q4
+        self.present_k = (B, hkv, T, D)
+        self.present_v = (B, hkv, T, DV)
         self.mask_shape = None if mask_kind == "none" or mask_shape is None else tuple(int(x) for x in mask_shape)
         mst = (0, 0, 0, 0)
         if self.mask_shape is not None:
@@ -405,20 +935,57 @@ class AttentionPlan:
             full = (B, h, SQ, T)
             if any(a not in (1, f) for a, f in zip(m4, full)):
                 raise ValueError(f"jitort::Attention kernel: mask {ms} does not broadcast to {full}")
-            self._m4 = m4
             cs = np.cumprod((1,) + m4[::-1])[:4][::-1]  # C strides of m4
             mst = tuple(int(c) if a != 1 else 0 for c, a in zip(cs, m4))
-        fill = np.float32(causal_fill)
-        self.fill = fill
+        self.fill = np.float32(causal_fill)
         self.scale = np.float32(scale)
-        kst = (hkv * T * D, T * D, D) if past_shape is not None else _strides4(self.k4, layout)
-        vst = (hkv * T * DV, T * DV, DV) if past_shape is not None else _strides4(self.v4, layout)
-        self.st = np.array(_strides4(self.q4, layout) + kst + vst + mst
-                           + _strides4(self.y4, layout), np.int64)
-        self.p = np.array([B, h, hkv, SQ, T, D, DV, int(bool(causal)), int(self.mask_shape is not None),
-                           QB, KB, self.threads, int(fill == -np.inf),
-                           int(TILED and 1 <= D <= _DP and 1 <= DV <= _DP)], np.int64)
-        self._fn = _attn_serial if self.threads == 1 else _attn_parallel
+        tile = bool(TILED and 1 <= D <= _DP and 1 <= DV <= _DP)
+        nt = self.threads
+        if tile and SQ >= _TMIN:
+            qb = min(-(-SQ // MR) * MR, QB_MAX)
+            if nt > 1:  # enough units to balance the threads: split the heads' rows
+                per_head = -(-4 * nt // max(B * h, 1))
+                if -(-SQ // qb) < per_head:
+                    rows = -(-SQ // per_head)
+                    qb = max(MR, -(-rows // MR) * MR)
+        else:
+            qb = max(1, min(SQ, 16))
+        self.QB = qb
+        qdp, adp = max(_DP, -(-D // 16) * 16), max(_DP, -(-DV // 16) * 16)  # Q / acc row strides
+        pk_st = (hkv * P * D, P * D, D)
+        pv_st = (hkv * P * DV, P * DV, DV)
+        ko_st = (hkv * T * D, T * D, D)
+        vo_st = (hkv * T * DV, T * DV, DV)
+        st = (_strides4(self.q4, layout) + pk_st + _strides4(self.k4, layout) + pv_st
+              + _strides4(self.v4, layout) + mst + _strides4(self.y4, layout) + ko_st + vo_st)
+        # cost-balanced contiguous unit ranges per thread
+        nqb = -(-SQ // qb) if SQ else 0
+        units = B * h * nqb
+        i0 = np.arange(nqb) * qb
+        nq = np.minimum(qb, SQ - i0)
+        keys = np.full(nqb, T) if not (causal and self.fill == -np.inf) else np.clip(i0 + nq + T - SQ, 0, T)
+        cost = np.tile(nq * (keys + 16) + 64, B * h).astype(np.float64)
+        cum = np.concatenate([[0.0], np.cumsum(cost)])
+        bounds = [0] + [int(np.searchsorted(cum, cum[-1] * t / nt)) for t in range(1, nt)] + [units]
+        bounds = np.maximum.accumulate(np.minimum(bounds, units))
+        params = [B, h, hkv, SQ, T, P, D, DV, int(bool(causal)), int(self.mask_shape is not None), nt,
+                  int(self.fill == -np.inf), int(tile), 0, qb, KB, qdp, adp, 0]
+        params[_WS] = wsz = int(_offsets_py(params)[-1])
+        self._ip = np.array(params + list(st) + list(bounds), np.int64)
+        if past_shape is not None:  # float16 past: concatenated first, read as a past of T rows
+            cat = list(params)
+            cat[_P], cat[_WRITE] = T, 0
+            cst = list(st)
+            cst[3:6] = ko_st
+            cst[9:12] = vo_st
+            self._ip_cat = np.array(cat + cst + list(bounds), np.int64)
+            self._ip[_WRITE] = 1
+            # past_* are the first P rows of the present buffers (a KV cache): write rows >= P only
+            self._ip_inplace = np.array(cat + cst + list(bounds), np.int64)
+            self._ip_inplace[_P], self._ip_inplace[_WRITE] = P, 2
+        self._ws = _aligned_zeros(nt, wsz)
+        self._lock = threading.Lock()
+        self._fn = _attn_serial if nt == 1 else _attn_parallel
 
     def _f32(self, x, name, shape):
         if tuple(x.shape) != tuple(shape):
@@ -430,46 +997,104 @@ class AttentionPlan:
         """-> (y, present_key, present_value). ``out`` (float32 of Y's shape; Y's dtype when that is
         float32) and the present_*_out buffers ([B, Hkv, T, D], past's dtype) are optional
         preallocated outputs, as a memory planner would pass them."""
-        L = self.layout
-        B, H, SQ, D = self.q4
-        hkv = self.k4[1]
-        qf = self._f32(q, "Q", (B, SQ, H * D) if L == "bsd" else self.q4)
-        kshape = (B, self.k4[2], hkv * D) if L == "bsd" else self.k4
-        vshape = (B, self.v4[2], hkv * self.v4[3]) if L == "bsd" else self.v4
-        if tuple(k.shape) != tuple(kshape) or tuple(v.shape) != tuple(vshape):
-            raise ValueError(f"jitort::Attention kernel: K {k.shape} / V {v.shape}, planned {kshape} / {vshape}")
-        kh = k if L == "bhsd" else k.reshape(B, self.k4[2], hkv, D).transpose(0, 2, 1, 3)
-        vh = v if L == "bhsd" else v.reshape(B, self.v4[2], hkv, self.v4[3]).transpose(0, 2, 1, 3)
+        qf = self._f32(q, "Q", self.qshape)
+        if tuple(k.shape) != tuple(self.kshape) or tuple(v.shape) != tuple(self.vshape):
+            raise ValueError(f"jitort::Attention kernel: K {k.shape} / V {v.shape}, planned "
+                             f"{self.kshape} / {self.vshape}")
         if (past_key is None) != (self.past_shape is None) or (past_key is None) != (past_value is None):
             raise ValueError("jitort::Attention kernel: past_key/past_value given or missing against the plan")
+        kf, vf = self._f32(k, "K", self.kshape), self._f32(v, "V", self.vshape)
+        ip = self._ip
         if past_key is not None:
-            pk = np.concatenate([past_key, kh.astype(past_key.dtype, copy=False)], axis=2,
-                                out=present_key_out)
-            pv = np.concatenate([past_value, vh.astype(past_value.dtype, copy=False)], axis=2,
-                                out=present_value_out)
-            kf = np.ascontiguousarray(pk, dtype=_F32).reshape(-1)
-            vf = np.ascontiguousarray(pv, dtype=_F32).reshape(-1)
+            if past_key.shape != self.past_shape or past_value.shape != self.past_shape[:3] + (self.v4[3],):
+                raise ValueError(f"jitort::Attention kernel: past {past_key.shape} / {past_value.shape}, "
+                                 f"planned {self.past_shape}")
+            f32 = past_key.dtype == _F32 and past_value.dtype == _F32
+            for buf, shape in ((present_key_out, self.present_k), (present_value_out, self.present_v)):
+                if buf is not None and (buf.shape != shape or not buf.flags.c_contiguous):
+                    raise ValueError(f"jitort::Attention kernel: present buffer {buf.shape}, planned {shape}")
+                f32 = f32 and (buf is None or buf.dtype == _F32)
+            if f32 and _prefix(past_key, present_key_out) and _prefix(past_value, present_value_out):
+                pk, pv = present_key_out, present_value_out  # a KV cache: the past is already there
+                pkf = kof = pk.reshape(-1)
+                pvf = vof = pv.reshape(-1)
+                ip = self._ip_inplace
+            elif f32 and past_key.flags.c_contiguous and past_value.flags.c_contiguous:
+                pk = np.empty(self.present_k, _F32) if present_key_out is None else present_key_out
+                pv = np.empty(self.present_v, _F32) if present_value_out is None else present_value_out
+                if (present_key_out is not None or present_value_out is not None) and (
+                        np.may_share_memory(past_key, pk) or np.may_share_memory(past_key, pv)
+                        or np.may_share_memory(past_value, pk) or np.may_share_memory(past_value, pv)):
+                    past_key, past_value = past_key.copy(), past_value.copy()  # read before written
+                pkf, pvf, kof, vof = past_key.reshape(-1), past_value.reshape(-1), pk.reshape(-1), pv.reshape(-1)
+            else:
+                kh, vh = self._heads(k, v)
+                pk = np.concatenate([past_key, kh.astype(past_key.dtype, copy=False)], axis=2,
+                                    out=present_key_out)
+                pv = np.concatenate([past_value, vh.astype(past_value.dtype, copy=False)], axis=2,
+                                    out=present_value_out)
+                pkf = np.ascontiguousarray(pk, dtype=_F32).reshape(-1)
+                pvf = np.ascontiguousarray(pv, dtype=_F32).reshape(-1)
+                kof = vof = _EMPTY
+                ip = self._ip_cat
         else:
-            pk, pv = kh, vh
-            kf, vf = self._f32(k, "K", kshape), self._f32(v, "V", vshape)
+            pk, pv = self._heads(k, v)
+            if present_key_out is not None:
+                np.copyto(present_key_out, pk)
+                pk = present_key_out
+            if present_value_out is not None:
+                np.copyto(present_value_out, pv)
+                pv = present_value_out
+            pkf = pvf = kof = vof = _EMPTY
         if self.mask_shape is not None:
             if mask is None:
                 raise ValueError("jitort::Attention kernel: the plan has a mask, none given")
             if self.mask_kind == "bool":
-                mk = np.where(mask.astype(bool, copy=False), _F32(0), _NEG_INF)
+                if tuple(mask.shape) != self.mask_shape:
+                    raise ValueError(f"jitort::Attention kernel: mask has shape {mask.shape}, "
+                                     f"planned {self.mask_shape}")
+                mf = np.empty(mask.size, _F32)
+                _bool_to_additive(np.ascontiguousarray(mask, dtype=np.bool_).reshape(-1).view(np.uint8), mf)
             else:
-                mk = mask
-            mf = self._f32(mk, "mask", self.mask_shape)
+                mf = self._f32(mask, "mask", self.mask_shape)
         else:
-            mf = np.zeros(1, _F32)
+            mf = _EMPTY
         if out is not None and (out.shape != self.y_shape or out.dtype != _F32 or not out.flags.c_contiguous):
             raise ValueError(f"jitort::Attention kernel: out must be C-contiguous float32 {self.y_shape}")
         y = np.empty(self.y_shape, _F32) if out is None else out
         if y.size:
-            self._fn(qf, kf, vf, mf, y.reshape(-1), self.st, self.p, self.scale, self.fill)
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._fn(qf, pkf, kf, pvf, vf, mf, y.reshape(-1), kof, vof, ip, self._ws,
+                             self.scale, self.fill)
+                finally:
+                    self._lock.release()
+            else:  # another thread runs this plan: own scratch
+                ws = _aligned_zeros(self.threads, int(ip[_WS]))
+                self._fn(qf, pkf, kf, pvf, vf, mf, y.reshape(-1), kof, vof, ip, ws, self.scale, self.fill)
+        elif past_key is not None and ip is not self._ip_cat:  # no query rows: the kernel copies nothing
+            P = self.P
+            kh, vh = self._heads(k, v)
+            if ip is self._ip:
+                pk[:, :, :P], pv[:, :, :P] = past_key, past_value
+            pk[:, :, P:], pv[:, :, P:] = kh, vh
         if self.dtype != _F32:
             y = y.astype(self.dtype)
         return y, pk, pv
+
+    def _heads(self, k, v):
+        """K, V as [B, Hkv, Sk, D] views."""
+        if self.layout == "bhsd":
+            return k, v
+        B, hkv, SK, D = self.k4
+        return (k.reshape(B, SK, hkv, D).transpose(0, 2, 1, 3),
+                v.reshape(B, SK, hkv, self.v4[3]).transpose(0, 2, 1, 3))
+
+
+def _prefix(past, present):
+    """True when ``past`` is the view present[:, :, :P] (same memory, same strides)."""
+    return (present is not None and past.strides == present.strides  # (cheap tests first)
+            and past.shape[:2] == present.shape[:2] and past.ctypes.data == present.ctypes.data)
 
 
 def attention(q, k, v, past_key=None, past_value=None, mask=None, *, threads=1, **attrs):
