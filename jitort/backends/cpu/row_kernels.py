@@ -4,7 +4,8 @@ Every kernel works on the last axis ("rows" of a C-contiguous float32 [R, N] arr
 time with the row held in L1/L2 (two or three passes over it), rows split into ``threads``
 contiguous chunks (1: the serial kernel, no Numba pool touched; >1: ``prange`` over the chunks).
 
-Semantics follow the registry's reference kernels exactly (same rounding points):
+Semantics follow the registry's reference kernels (same rounding points; sums in 16-lane
+order; exp, erf and tanh within vecmath's tested error bounds, exp_neg's 2 ulp for softmax):
 
     layer_norm(x, gamma, beta, eps, out)           jitort::LayerNorm / LayerNormalization-17
         y = (x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta      (two-pass variance)
@@ -18,27 +19,60 @@ Semantics follow the registry's reference kernels exactly (same rounding points)
     bias_gelu(x, bias, out, approximate)           jitort::Gelu(x + bias[None, :])
         approximate "none" (erf) or "tanh"; bias may be None
 
-The 2-D functions take preallocated float32 outputs (which may alias their inputs, except the
-reductions' ``sum_out``); the N-D wrappers (``*_nd``) reshape to rows, accept float16 (computed
-in float32, rounded back; for SkipLayerNorm the sum is rounded in float16 first, like the
-reference) and allocate outputs.
+The 2-D functions take preallocated float32 outputs (out may be x itself, or another view of
+x's buffer; ``sum_out`` may not alias anything); the N-D wrappers (``*_nd``) reshape to rows,
+accept float16 (computed in float32, rounded back; for SkipLayerNorm the sum is rounded in
+float16 first, like the reference) and allocate outputs.
 
-Compile flags: ``error_model='numpy'`` everywhere. Elementwise loops use
-``fastmath=vecmath.FASTMATH`` (never ``True``: it breaks vecmath's exp). Float reductions
-(sums, max) cannot vectorize without ``reassoc``, which vecmath forbids for *its* code; so the
-pure reductions live in separate non-inlined helpers compiled with ``FASTMATH | {reassoc}``
-(they call no vecmath function; reassociation only changes the summation order to 16-wide
-lanes). LLVM may inline them after Numba compiled them; the flags stay on their instructions.
-The row max uses llvm.maxnum (nan-ignoring; a nan makes the whole softmax row nan anyway),
-whose reduction vectorizes under reassoc (a compare+select max did not). Softmax fuses exp and
-its sum in one pass (16 explicit lanes, no reassoc near vecmath.exp).
+Compile flags: ``error_model='numpy'`` everywhere, ``fastmath=vecmath.FASTMATH`` (never
+``True``: it breaks vecmath's exp), and ``vecmath.wide_vectors()`` at the top of every row body
+(512-bit vectors on AVX-512 hosts, whose LLVM tuning otherwise picks 256). Reductions need
+``reassoc`` to vectorize, which vecmath's code must not get; Numba puts one flag set on every
+op of a function, so the reduction steps are two intrinsics that carry the flags themselves:
+``_radd`` (fadd reassoc) and ``_rmax`` (llvm.maxnum reassoc nnan). A loop can then compute
+exps and sum them in one pass, with the partial sums in registers.
 
-Measured (benchmarks/row_kernels.py, float32, 1 thread, load average ~3 on the 2 shared cores,
-so all figures are inflated and noisy), ms, ORT/jitort in brackets: LayerNorm [1024, 768] 0.31
-(1.9x), SkipLayerNorm 0.46 (11.6x: ORT's contrib kernel is slow here), Softmax 1.03 (0.53x),
-bias+GELU erf [1024, 3072] 11.8 (0.58x), tanh 5.9 (0.93x). Softmax and GELU are bound by
-vecmath's exp/erf (8-wide ymm code, ~0.7 and ~3 ns/element); 2-thread figures were dominated by
-scheduler ticks (4-12 ms) while other processes held the cores.
+Structure: software-pipelined over rows (the first, cache-missing pass over row i+1 runs inside
+the compute-bound last pass over row i; see the comment above ``_ln_rows``). Softmax: max of
+row 0; per row, one pass exp(x - max) -> out with its sum and the max of the next row, one
+scaling pass; rows whose max is finite (all but +-inf/nan rows) use ``vecmath.exp_neg``.
+In place (out starts at x's data) runs a second compiled copy of each body with x as out: with
+two arrays LLVM's runtime overlap check fails and the scalar loop runs.
+
+Measured (benchmarks/row_kernels.py --rounds 5 --runs 30 --floor, float32, medians of
+per-process medians; Intel Xeon with AVX-512 under KVM, 2 vCPUs, LLVM host cpu "rocketlake";
+the machine was shared with other jobs: load average 2.7-3.4, i.e. another process held one of
+the two cores), ms, ORT/jitort in brackets, 1 thread, before -> after this kernel set:
+
+    LayerNorm      [1024, 256]   0.064 (1.9x)  -> 0.047 (2.6x)    floor 0.047
+                   [128, 768]    0.022 (1.8x)  -> 0.018 (2.3x)    floor 0.010
+                   [1024, 768]   0.234 (1.5x)  -> 0.220 (1.6x)    floor 0.213
+    SkipLayerNorm  [128, 768]    0.036 (12x)   -> 0.023 (18x)
+                   [1024, 768]   0.368 (9.6x)  -> 0.339 (10x)
+    Softmax        [1536, 128]   0.137 (0.45x) -> 0.047 (1.34x)   floor 0.022
+                   [12288, 128]  1.19  (0.44x) -> 0.445 (1.10x)   floor 0.428
+                   [1024, 768]   0.518 (0.44x) -> 0.224 (1.05x)   floor 0.213
+    bias+GELU erf  [128, 3072]   0.479 (0.72x) -> 0.161 (2.2x)    floor 0.094
+                   [1024, 3072]  3.75  (0.83x) -> 1.33  (2.7x)    floor 0.857
+    bias+GELU tanh [128, 3072]   0.306 (0.94x) -> 0.148 (2.0x)    floor 0.093
+                   [1024, 3072]  2.58  (1.0x)  -> 1.35  (1.9x)    floor 0.852
+
+"floor": a Numba loop out = 1.5 * x on the same shape, 512-bit vectors: the memory traffic any
+row kernel pays. LayerNorm and Softmax run at that floor from 3 MB per tensor up (beyond the
+2 MB L2), and so does onnxruntime's Softmax: no kernel can be 3x faster there. The GELUs are
+compute-bound in cache (about 28 vector instructions per 16 elements, see vecmath) and
+compute plus traffic beyond it.
+
+2 threads (NUMBA_THREADING_LAYER=omp, ``threads=2``): measurable only while no other job ran
+(2 rounds started when both cores had been >85% idle for 8 s; load average 2.0), ms, after:
+LayerNorm [1024, 256] 0.026 (ORT 0.104: 4.1x), [128, 768] 0.014 (1.9x), [1024, 768] 0.103
+(1.9x); SkipLayerNorm [128, 768] 0.017 (13x), [1024, 768] 0.178 (10x); Softmax [1536, 128]
+0.029 (1.18x), [12288, 128] 0.233 (1.16x), [1024, 768] 0.106 (1.05x); bias+GELU erf
+[128, 3072] 0.087 (1.9x), [1024, 3072] 0.70 (2.3x); tanh [128, 3072] 0.075 (1.9x),
+[1024, 3072] 0.76 (1.7x). With the second core busy, every parallel region of Numba's omp pool
+waits for a scheduler tick (5-8 ms per call, every call), while onnxruntime's pool falls back
+to about its 1-thread time (presumably its main thread runs the work a late worker has not
+started; not checked).
 """
 
 from __future__ import annotations
@@ -71,47 +105,40 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 f32 = np.float32
 _FM = set(vm.FASTMATH)
-_FM_RED = set(vm.FASTMATH) | {"reassoc"}
 _EW = {"error_model": "numpy", "fastmath": _FM, "cache": True, "nogil": True}
-_RED = {**_EW, "fastmath": _FM_RED, "inline": "never"}
 _PAR = {**_EW, "parallel": True}
 
 _ZERO, _ONE = f32(0.0), f32(1.0)
 _INF = f32(np.inf)
 
 
-# -- reductions over one row (reassoc: vectorized 16 lanes) ----------------------------------------
+# -- reduction steps that vectorize inside elementwise loops ----------------------------------------
+# Numba puts one set of fastmath flags on every float op of a function (vecmath's code inlined
+# included), and vecmath must not get reassoc. These two put reassoc on the one reduction step
+# only, so a loop can compute exps (no reassoc) and reduce (reassoc: 16 lanes in registers) in
+# the same pass.
 
-@njit(**_RED)
-def _row_sum(x, i, n):
-    s = _ZERO
-    for j in range(n):
-        s += x[i, j]
-    return s
+@intrinsic
+def _radd(typingctx, a, b):
+    """a + b with reassoc (a sum reduction in a loop vectorizes; only its order changes)."""
+    if a != types.float32 or b != types.float32:
+        return None
 
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=("reassoc", "contract", "nsz"))
 
-@njit(**_RED)
-def _row_sqdev(x, i, n, mean):
-    s = _ZERO
-    for j in range(n):
-        d = x[i, j] - mean
-        s += d * d
-    return s
-
-
-@njit(**_RED)
-def _row_sumsq(x, i, n):
-    s = _ZERO
-    for j in range(n):
-        v = x[i, j]
-        s += v * v
-    return s
+    return types.float32(types.float32, types.float32), codegen
 
 
 @intrinsic
-def _maxnum(typingctx, a, b):
-    """llvm.maxnum.f32 (nan-ignoring max): unlike a compare+select, its reduction vectorizes
-    under reassoc alone (measured 0.094 vs 0.26 ms for 1024 rows x 768)."""
+def _rmax(typingctx, a, b):
+    """llvm.maxnum.f32 with reassoc, nsz and nnan: a max reduction vectorizes to one vmaxps
+    per vector. Without nnan LLVM adds a nan fix-up to every step (3 instructions and 2
+    moves; softmax over 1536 rows x 128 took 0.14 instead of 0.10 ms). A nan input makes the
+    result formally poison; the machine code gives one of the row's values or a nan, and
+    either is right where it is used: a nan anywhere in a row makes that softmax row nan
+    whatever its shift. (An LLVM ``freeze`` of the result would make this airtight, but
+    InstCombine then strips the nnan flag and the fix-ups come back.)"""
     if a != types.float32 or b != types.float32:
         return None
 
@@ -119,48 +146,98 @@ def _maxnum(typingctx, a, b):
         f = ir.FloatType()
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f]),
                                             "llvm.maxnum.f32")
-        return builder.call(fn, args)
+        return builder.call(fn, args, fastmath=("nnan", "nsz", "reassoc"))
 
     return types.float32(types.float32, types.float32), codegen
 
 
-@njit(**_RED)
+# -- whole-row reductions ----------------------------------------------------------------------------
+
+@njit(inline="always", **_EW)
+def _row_sum(x, i, n):
+    s = _ZERO
+    for j in range(n):
+        s = _radd(s, x[i, j])
+    return s
+
+
+@njit(inline="always", **_EW)
+def _row_sqdev(x, i, n, mean):
+    s = _ZERO
+    for j in range(n):
+        d = x[i, j] - mean
+        s = _radd(s, d * d)
+    return s
+
+
+@njit(inline="always", **_EW)
 def _row_max(x, i, n):
-    """Row max ignoring nans (a nan anywhere makes the softmax row nan anyway)."""
+    """Row max (a row with a nan gets some value: see _rmax)."""
     m = -_INF
     for j in range(n):
-        m = _maxnum(m, x[i, j])
+        m = _rmax(m, x[i, j])
     return m
 
 
+@njit(inline="always", **_EW)
+def _shift_of(m):
+    """The softmax shift for a row max m: the reference shifts by 0 when the max is not finite."""
+    return m if (m > -_INF and m < _INF) else _ZERO
+
+
 # -- per-chunk bodies (rows lo..hi) -------------------------------------------------------------------
+# Software-pipelined over rows: the first pass over row i+1 (its sum, sum of squares or max:
+# the loads that miss the cache) runs inside the last, compute-bound pass over row i, so that
+# the next row's memory traffic overlaps this row's arithmetic (in-process A/B, 1 thread:
+# LayerNorm 1024x768 0.28 -> 0.26 ms, Softmax 12288x128 0.78 -> 0.57 ms). The last row of a
+# chunk reads itself again (nx = i: a select, so that LLVM's runtime overlap check between
+# out's row and the rows of x it reads stays exact; a branch instead made the check cover one
+# row past x's end, and an out placed right after x took the scalar loop: 7x slower).
+# In place (ip: the drivers pass x itself as out, so that LLVM sees one array; with two, its
+# overlap check fails and the scalar loop runs, 8x slower) there is no look-ahead: the write
+# of row i and a read of row nx = i would be a dependence LLVM cannot vectorize.
 
 @njit(inline="always", **_EW)
-def _ln_rows(x, g, b, eps, out, lo, hi):
+def _ln_rows(x, g, b, eps, out, lo, hi, ip):
+    vm.wide_vectors()
     n = x.shape[1]
     rn = _ONE / f32(n) if n > 0 else _ZERO
+    sn = _row_sum(x, lo, n) if hi > lo and not ip else _ZERO
     for i in range(lo, hi):
-        mean = _row_sum(x, i, n) * rn
+        if ip:
+            sn = _row_sum(x, i, n)
+        mean = sn * rn
         var = _row_sqdev(x, i, n, mean) * rn
         inv = _ONE / np.sqrt(var + eps)
-        for j in range(n):
-            out[i, j] = (x[i, j] - mean) * inv * g[j] + b[j]
+        if ip:
+            for j in range(n):
+                out[i, j] = (x[i, j] - mean) * inv * g[j] + b[j]
+        else:
+            nx = i + 1 if i + 1 < hi else i
+            sn = _ZERO
+            for j in range(n):
+                out[i, j] = (x[i, j] - mean) * inv * g[j] + b[j]
+                sn = _radd(sn, x[nx, j])
 
 
 @njit(inline="always", **_EW)
 def _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, lo, hi):
+    vm.wide_vectors()
     n = x.shape[1]
     srows = skip.shape[0]
     rn = _ONE / f32(n) if n > 0 else _ZERO
     for i in range(lo, hi):
         si = i % srows
         # the sum goes to out first (it is rounded to float32 there, as the reference rounds it)
+        s = _ZERO
         for j in range(n):
-            out[i, j] = (x[i, j] + skip[si, j]) + bias[j]
+            v = (x[i, j] + skip[si, j]) + bias[j]
+            out[i, j] = v
+            s = _radd(s, v)
         if write_sum:
             for j in range(n):
                 sm[i, j] = out[i, j]
-        mean = _row_sum(out, i, n) * rn
+        mean = s * rn
         var = _row_sqdev(out, i, n, mean) * rn
         inv = _ONE / np.sqrt(var + eps)
         for j in range(n):
@@ -168,71 +245,106 @@ def _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, lo, hi):
 
 
 @njit(inline="always", **_EW)
-def _rms_rows(x, g, eps, out, lo, hi):
-    n = x.shape[1]
-    rn = _ONE / f32(n) if n > 0 else _ZERO
-    for i in range(lo, hi):
-        ms = _row_sumsq(x, i, n) * rn
-        inv = _ONE / np.sqrt(ms + eps)
-        for j in range(n):
-            out[i, j] = x[i, j] * inv * g[j]
-
-
-@njit(inline="always", **_EW)
-def _shift(x, i, n):
-    # a nan anywhere makes the whole row nan whatever the shift, so the select-max may skip it
-    m = _row_max(x, i, n)
-    if not (m > -_INF and m < _INF):     # reference: a non-finite max shifts by 0
-        m = _ZERO
-    return m
-
-
-@njit(inline="always", **_EW)
-def _exp_sum_row(x, i, n, m, out, acc):
-    """out[i] = exp(x[i] - m); returns the row sum. The sum runs in 16 lanes (acc) so that the
-    loop vectorizes without reassoc (which vecmath.exp must not get): one pass instead of two."""
-    n16 = n - n % 16
-    for k in range(16):
-        acc[k] = _ZERO
-    for jb in range(0, n16, 16):
-        for k in range(16):
-            e = vm.exp(x[i, jb + k] - m)
-            out[i, jb + k] = e
-            acc[k] += e
+def _row_sumsq(x, i, n):
     s = _ZERO
-    for j in range(n16, n):
-        e = vm.exp(x[i, j] - m)
-        out[i, j] = e
-        s += e
-    for k in range(16):
-        s += acc[k]
+    for j in range(n):
+        s = _radd(s, x[i, j] * x[i, j])
     return s
 
 
 @njit(inline="always", **_EW)
-def _softmax_rows(x, out, lo, hi):
+def _rms_rows(x, g, eps, out, lo, hi, ip):
+    vm.wide_vectors()
     n = x.shape[1]
-    acc = np.empty(16, np.float32)
+    rn = _ONE / f32(n) if n > 0 else _ZERO
+    ss = _row_sumsq(x, lo, n) if hi > lo and not ip else _ZERO
     for i in range(lo, hi):
-        m = _shift(x, i, n)
-        r = _ONE / _exp_sum_row(x, i, n, m, out, acc)
+        if ip:
+            ss = _row_sumsq(x, i, n)
+        inv = _ONE / np.sqrt(ss * rn + eps)
+        if ip:
+            for j in range(n):
+                out[i, j] = x[i, j] * inv * g[j]
+        else:
+            nx = i + 1 if i + 1 < hi else i
+            ss = _ZERO
+            for j in range(n):
+                out[i, j] = x[i, j] * inv * g[j]
+                ss = _radd(ss, x[nx, j] * x[nx, j])
+
+
+@njit(inline="always", **_EW)
+def _softmax_rows(x, out, lo, hi, ip):
+    vm.wide_vectors()
+    n = x.shape[1]
+    mn = _row_max(x, lo, n) if hi > lo and not ip else _ZERO
+    for i in range(lo, hi):
+        if ip:
+            mn = _row_max(x, i, n)
+        s = _ZERO
+        if mn > -_INF and mn < _INF:
+            # the common row: every x - m <= 0 (or nan): vecmath.exp_neg, without the overflow
+            # clamp and with one polynomial term less (2 instead of 1 ulp; 15-20% less time)
+            m = mn
+            if ip:
+                for j in range(n):
+                    e = vm.exp_neg(x[i, j] - m)
+                    out[i, j] = e
+                    s = _radd(s, e)
+            else:
+                nx = i + 1 if i + 1 < hi else i
+                mn = -_INF
+                for j in range(n):
+                    e = vm.exp_neg(x[i, j] - m)
+                    out[i, j] = e
+                    s = _radd(s, e)
+                    mn = _rmax(mn, x[nx, j])
+        else:
+            # a max of +-inf (or a nan row): the reference shifts by 0; x may be +inf
+            for j in range(n):
+                e = vm.exp(x[i, j])
+                out[i, j] = e
+                s = _radd(s, e)
+            if not ip and i + 1 < hi:
+                mn = _row_max(x, i + 1, n)
+        r = _ONE / s
         for j in range(n):
             out[i, j] = out[i, j] * r
 
 
 @njit(inline="always", **_EW)
-def _log_softmax_rows(x, out, lo, hi):
+def _log_softmax_rows(x, out, lo, hi, ip):
+    vm.wide_vectors()
     n = x.shape[1]
-    acc = np.empty(16, np.float32)
+    mn = _row_max(x, lo, n) if hi > lo and not ip else _ZERO
     for i in range(lo, hi):
-        m = _shift(x, i, n)
-        ls = vm.log(_exp_sum_row(x, i, n, m, out, acc))
+        if ip:
+            mn = _row_max(x, i, n)
+        m = _shift_of(mn)
+        s = _ZERO
+        if mn > -_INF and mn < _INF:
+            if ip:
+                for j in range(n):
+                    s = _radd(s, vm.exp_neg(x[i, j] - m))
+            else:
+                nx = i + 1 if i + 1 < hi else i
+                mn = -_INF
+                for j in range(n):
+                    s = _radd(s, vm.exp_neg(x[i, j] - m))
+                    mn = _rmax(mn, x[nx, j])
+        else:
+            for j in range(n):
+                s = _radd(s, vm.exp(x[i, j]))
+            if not ip and i + 1 < hi:
+                mn = _row_max(x, i + 1, n)
+        ls = vm.log(s)
         for j in range(n):
             out[i, j] = (x[i, j] - m) - ls
 
 
 @njit(inline="always", **_EW)
 def _gelu_erf_rows(x, bias, out, lo, hi):
+    vm.wide_vectors()
     n = x.shape[1]
     for i in range(lo, hi):
         for j in range(n):
@@ -241,6 +353,7 @@ def _gelu_erf_rows(x, bias, out, lo, hi):
 
 @njit(inline="always", **_EW)
 def _gelu_tanh_rows(x, bias, out, lo, hi):
+    vm.wide_vectors()
     n = x.shape[1]
     for i in range(lo, hi):
         for j in range(n):
@@ -248,109 +361,190 @@ def _gelu_tanh_rows(x, bias, out, lo, hi):
 
 
 # -- drivers: serial (threads == 1) and parallel over `nt` contiguous row chunks -------------------
+# ip (in place): out starts at x's data (same shape, both C-contiguous: the same buffer); the
+# body is compiled a second time with x as out (see above). Any other overlap takes the general
+# body, which LLVM's runtime overlap checks keep correct.
 
 @njit(**_EW)
 def _ln_1(x, g, b, eps, out):
-    _ln_rows(x, g, b, eps, out, 0, x.shape[0])
+    ip = x.ctypes.data == out.ctypes.data
+    if ip:
+        _ln_rows(x, g, b, eps, x, 0, x.shape[0], True)
+    else:
+        _ln_rows(x, g, b, eps, out, 0, x.shape[0], False)
 
 
 @njit(**_PAR)
 def _ln_p(x, g, b, eps, out, nt):
+    ip = x.ctypes.data == out.ctypes.data
     r = x.shape[0]
     for t in prange(nt):
-        _ln_rows(x, g, b, eps, out, t * r // nt, (t + 1) * r // nt)
+        lo, hi = t * r // nt, (t + 1) * r // nt
+        if ip:
+            _ln_rows(x, g, b, eps, x, lo, hi, True)
+        else:
+            _ln_rows(x, g, b, eps, out, lo, hi, False)
 
 
 @njit(**_EW)
 def _skip_ln_1(x, skip, g, b, bias, eps, out, sm, write_sum):
-    _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, 0, x.shape[0])
+    ip = x.ctypes.data == out.ctypes.data
+    if ip:
+        _skip_ln_rows(x, skip, g, b, bias, eps, x, sm, write_sum, 0, x.shape[0])
+    else:
+        _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, 0, x.shape[0])
 
 
 @njit(**_PAR)
 def _skip_ln_p(x, skip, g, b, bias, eps, out, sm, write_sum, nt):
+    ip = x.ctypes.data == out.ctypes.data
     r = x.shape[0]
     for t in prange(nt):
-        _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, t * r // nt, (t + 1) * r // nt)
+        lo, hi = t * r // nt, (t + 1) * r // nt
+        if ip:
+            _skip_ln_rows(x, skip, g, b, bias, eps, x, sm, write_sum, lo, hi)
+        else:
+            _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, lo, hi)
 
 
 @njit(**_EW)
 def _rms_1(x, g, eps, out):
-    _rms_rows(x, g, eps, out, 0, x.shape[0])
+    ip = x.ctypes.data == out.ctypes.data
+    if ip:
+        _rms_rows(x, g, eps, x, 0, x.shape[0], True)
+    else:
+        _rms_rows(x, g, eps, out, 0, x.shape[0], False)
 
 
 @njit(**_PAR)
 def _rms_p(x, g, eps, out, nt):
+    ip = x.ctypes.data == out.ctypes.data
     r = x.shape[0]
     for t in prange(nt):
-        _rms_rows(x, g, eps, out, t * r // nt, (t + 1) * r // nt)
+        lo, hi = t * r // nt, (t + 1) * r // nt
+        if ip:
+            _rms_rows(x, g, eps, x, lo, hi, True)
+        else:
+            _rms_rows(x, g, eps, out, lo, hi, False)
 
 
 @njit(**_EW)
 def _softmax_1(x, out):
-    _softmax_rows(x, out, 0, x.shape[0])
+    ip = x.ctypes.data == out.ctypes.data
+    if ip:
+        _softmax_rows(x, x, 0, x.shape[0], True)
+    else:
+        _softmax_rows(x, out, 0, x.shape[0], False)
 
 
 @njit(**_PAR)
 def _softmax_p(x, out, nt):
+    ip = x.ctypes.data == out.ctypes.data
     r = x.shape[0]
     for t in prange(nt):
-        _softmax_rows(x, out, t * r // nt, (t + 1) * r // nt)
+        lo, hi = t * r // nt, (t + 1) * r // nt
+        if ip:
+            _softmax_rows(x, x, lo, hi, True)
+        else:
+            _softmax_rows(x, out, lo, hi, False)
 
 
 @njit(**_EW)
 def _log_softmax_1(x, out):
-    _log_softmax_rows(x, out, 0, x.shape[0])
+    ip = x.ctypes.data == out.ctypes.data
+    if ip:
+        _log_softmax_rows(x, x, 0, x.shape[0], True)
+    else:
+        _log_softmax_rows(x, out, 0, x.shape[0], False)
 
 
 @njit(**_PAR)
 def _log_softmax_p(x, out, nt):
+    ip = x.ctypes.data == out.ctypes.data
     r = x.shape[0]
     for t in prange(nt):
-        _log_softmax_rows(x, out, t * r // nt, (t + 1) * r // nt)
+        lo, hi = t * r // nt, (t + 1) * r // nt
+        if ip:
+            _log_softmax_rows(x, x, lo, hi, True)
+        else:
+            _log_softmax_rows(x, out, lo, hi, False)
 
 
 @njit(**_EW)
 def _gelu_erf_1(x, bias, out):
-    _gelu_erf_rows(x, bias, out, 0, x.shape[0])
+    ip = x.ctypes.data == out.ctypes.data
+    if ip:
+        _gelu_erf_rows(x, bias, x, 0, x.shape[0])
+    else:
+        _gelu_erf_rows(x, bias, out, 0, x.shape[0])
 
 
 @njit(**_PAR)
 def _gelu_erf_p(x, bias, out, nt):
+    ip = x.ctypes.data == out.ctypes.data
     r = x.shape[0]
     for t in prange(nt):
-        _gelu_erf_rows(x, bias, out, t * r // nt, (t + 1) * r // nt)
+        lo, hi = t * r // nt, (t + 1) * r // nt
+        if ip:
+            _gelu_erf_rows(x, bias, x, lo, hi)
+        else:
+            _gelu_erf_rows(x, bias, out, lo, hi)
 
 
 @njit(**_EW)
 def _gelu_tanh_1(x, bias, out):
-    _gelu_tanh_rows(x, bias, out, 0, x.shape[0])
+    ip = x.ctypes.data == out.ctypes.data
+    if ip:
+        _gelu_tanh_rows(x, bias, x, 0, x.shape[0])
+    else:
+        _gelu_tanh_rows(x, bias, out, 0, x.shape[0])
 
 
 @njit(**_PAR)
 def _gelu_tanh_p(x, bias, out, nt):
+    ip = x.ctypes.data == out.ctypes.data
     r = x.shape[0]
     for t in prange(nt):
-        _gelu_tanh_rows(x, bias, out, t * r // nt, (t + 1) * r // nt)
+        lo, hi = t * r // nt, (t + 1) * r // nt
+        if ip:
+            _gelu_tanh_rows(x, bias, x, lo, hi)
+        else:
+            _gelu_tanh_rows(x, bias, out, lo, hi)
 
 
 # -- 2-D API (float32, C-contiguous, preallocated outputs) -----------------------------------------
 
 def _check2(name, *arrs):
+    shape = None
     for a in arrs:
         if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 2
                 and a.flags.c_contiguous):
             raise TypeError(f"{name}: expected C-contiguous 2-D float32 arrays, got "
                             f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
-    shape = arrs[0].shape
-    for a in arrs[1:]:
-        if a.shape != shape:
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
             raise ValueError(f"{name}: shape {a.shape} != {shape}")
+
+
+_FILLS: dict = {}
 
 
 def _vec(name, v, n, fill):
     """A parameter vector (gamma, beta, bias...) as contiguous float32 (n,), broadcast; None -> fill."""
     if v is None:
-        return np.full(n, fill, dtype=np.float32)
+        key = (n, fill)
+        c = _FILLS.get(key)
+        if c is None:
+            if len(_FILLS) > 64:
+                _FILLS.clear()
+            # shared between calls (the kernels only read it); left writeable: a read-only
+            # array is another Numba type, i.e. another compiled specialization
+            c = _FILLS[key] = np.full(n, fill, dtype=np.float32)
+        return c
+    if (type(v) is np.ndarray and v.dtype == np.float32 and v.shape == (n,)  # noqa: E721
+            and v.flags.c_contiguous):
+        return v                                 # the common case, without numpy calls
     v = np.asarray(v)
     try:
         v = np.broadcast_to(v, (n,)) if v.ndim <= 1 else np.broadcast_to(v.reshape(-1), (n,))
@@ -391,7 +585,7 @@ def skip_layer_norm(x, skip, gamma, beta, bias, eps, out, sum_out=None, threads=
         _check2("skip_layer_norm", x, sum_out)
         sm, ws = sum_out, True
     else:
-        sm, ws = np.empty((0, 0), np.float32), False
+        sm, ws = _NO_SUM, False
     if skip.shape[0] == 0:
         skip = np.empty((1, n), np.float32)     # no rows to run: keep i % srows defined
     g, b = _vec("skip_layer_norm", gamma, n, 1.0), _vec("skip_layer_norm", beta, n, 0.0)
@@ -402,6 +596,9 @@ def skip_layer_norm(x, skip, gamma, beta, bias, eps, out, sum_out=None, threads=
     else:
         _skip_ln_p(x, skip, g, b, bb, f32(eps), out, sm, ws, nt)
     return out
+
+
+_NO_SUM = np.empty((0, 0), np.float32)
 
 
 def rms_norm(x, scale, eps, out, threads=1):

@@ -1,6 +1,8 @@
 """jitort.backends.cpu.row_kernels vs the registry's reference kernels (and float64 NumPy).
 
 Shapes: rows 0, 1, 7, 129; widths 0, 1, 3, 768, 1001; 1 and 2 threads; float32 and float16.
+In place (out is x, or another view of x's buffer), special rows at the edges of the row
+chunks (the kernels reduce row i+1 inside row i's last pass), GELU beyond its cut.
 Tolerance: |y - ref| <= tol * max(1, max|ref| of the row), tol = 1e-5 (float32), 2e-3 (float16).
 """
 
@@ -222,3 +224,90 @@ def test_bias_gelu_nd(rng, dtype):
     close(rk.bias_gelu_nd(x, b, approximate="tanh", threads=2), r, dtype)
     with pytest.raises(ValueError):
         rk.bias_gelu_nd(x, b, approximate="fast")
+
+
+# -- in place, chunk edges, special values -------------------------------------------------------
+
+def _all_kernels(x, rng):
+    """name -> (fn(x, out, threads), reference(x)) for every 2-D kernel on x's width."""
+    n = x.shape[1]
+    g, b, bias = rand(rng, (n,)), rand(rng, (n,)), rand(rng, (n,))
+    skip = rand(rng, x.shape)
+    return {
+        "layer_norm": (lambda a, o, t: rk.layer_norm(a, g, b, 1e-5, o, t),
+                       lambda a: ref("LayerNorm", "jitort", 1, a, g, b, epsilon=1e-5)),
+        "skip_layer_norm": (lambda a, o, t: rk.skip_layer_norm(a, skip, g, b, bias, 1e-5, o, None, t),
+                            lambda a: ref("SkipLayerNorm", "jitort", 1, a, skip, g, b, bias,
+                                          epsilon=1e-5)),
+        "rms_norm": (lambda a, o, t: rk.rms_norm(a, g, 1e-5, o, t),
+                     lambda a: ref("RMSNorm", "jitort", 1, a, g, epsilon=1e-5)),
+        "softmax": (lambda a, o, t: rk.softmax(a, o, t), lambda a: ref("Softmax", "", 13, a, axis=-1)),
+        "log_softmax": (lambda a, o, t: rk.log_softmax(a, o, t),
+                        lambda a: ref("LogSoftmax", "", 13, a, axis=-1)),
+        "gelu_erf": (lambda a, o, t: rk.bias_gelu(a, bias, o, "none", t),
+                     lambda a: ref("Gelu", "jitort", 1, (a + bias).astype(np.float32))),
+        "gelu_tanh": (lambda a, o, t: rk.bias_gelu(a, bias, o, "tanh", t),
+                      lambda a: ref("Gelu", "jitort", 1, (a + bias).astype(np.float32),
+                                    approximate="tanh")),
+    }
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows,width", [(1, 1), (2, 3), (3, 17), (7, 768), (129, 33), (4, 1001)])
+def test_in_place_and_same_buffer_views(rng, rows, width, threads):
+    """out is x (and out a different view of x's buffer) gives the reference result."""
+    x = rand(rng, (rows, width), scale=3.0, shift=1.0)
+    for name, (fn, reference) in _all_kernels(x, rng).items():
+        r = reference(x)
+        a = x.copy()
+        assert fn(a, a, threads) is a
+        close(a, r)
+        buf = x.copy().reshape(-1)
+        v1, v2 = buf.reshape(rows, width), buf.reshape(rows, width)   # two objects, one buffer
+        assert v1 is not v2
+        fn(v1, v2, threads)
+        close(v2, r)
+        o = np.full_like(x, np.nan)
+        fn(x, o, threads)
+        close(o, r)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5])
+def test_softmax_special_rows_at_chunk_edges(rows, threads):
+    """The row max of row i+1 is computed in row i's exp pass: special rows first, last, alone."""
+    width = 37
+    specials = [(0, np.inf), (1, -np.inf), (2, np.nan), (5, 1e30), (7, -1e30)]
+    base = np.linspace(-3, 3, width, dtype=np.float32)
+    for r in range(rows):
+        for pos, val in specials:
+            x = np.tile(base, (rows, 1))
+            x[r, pos] = val
+            for full in (False, True):
+                if full:
+                    x[r, :] = val
+                for name, fn in (("Softmax", rk.softmax_nd), ("LogSoftmax", rk.log_softmax_nd)):
+                    with np.errstate(all="ignore"):
+                        want = ref(name, "", 13, x, axis=-1)
+                    close(fn(x, threads=threads), want)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_far_and_special_inputs(approximate):
+    """Beyond the cut GELU is relu(x) (to within 1e-7 absolute); inf/nan pass through."""
+    x = np.array([[0.0, -0.0, 1e-40, -1e-40, 5.4, 5.6, 5.7, -5.4, -5.6, -5.7, 6.0, -6.0, 20.0,
+                   -20.0, 1e4, -1e4, 3e38, -3e38, np.inf, -np.inf, np.nan]], np.float32)
+    y = rk.bias_gelu(x, None, np.empty_like(x), approximate)
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if approximate == "none":
+            from scipy.special import erfc
+            want = 0.5 * x64 * erfc(-x64 / np.sqrt(2.0))
+        else:
+            from scipy.special import expit
+            want = x64 * expit(2 * np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64 ** 3))
+    want = np.where(x64 == -np.inf, 0.0, want)
+    fin = np.isfinite(x[0])
+    err = np.abs(y[0, fin].astype(np.float64) - want[0, fin])
+    assert np.all(err <= np.maximum(1e-7, 4 * np.spacing(np.abs(want[0, fin]).astype(np.float32)))), err
+    assert y[0, -3] == np.inf and y[0, -2] == 0.0 and np.isnan(y[0, -1])

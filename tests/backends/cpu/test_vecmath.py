@@ -19,6 +19,17 @@ NAMES = list(vm.FUNCTIONS)
 _C = np.sqrt(2.0 / np.pi)
 
 
+def _host_features() -> dict:
+    import llvmlite.binding as ll
+    try:
+        return dict(ll.get_host_cpu_features())
+    except RuntimeError:
+        return {}
+
+
+_HOST_AVX512 = bool(_host_features().get("avx512f")) and numba.config.CPU_FEATURES is None
+
+
 def _ref(name: str, x32: np.ndarray) -> np.ndarray:
     """float64 reference of ``name`` at the float32 points x32."""
     with np.errstate(all="ignore"):
@@ -85,7 +96,7 @@ def _dense(seed: int = 0) -> np.ndarray:
     parts = [rng.uniform(-12, 12, 1 << 20), rng.uniform(-110, 95, 1 << 17),
              rng.uniform(0.5, 2.0, 1 << 17), rng.uniform(-1.5, 1.5, 1 << 17),
              np.exp(rng.uniform(-100, 88, 1 << 17)), rng.standard_normal(1 << 20) * 3]
-    for s in (0.625, 0.921875, 4.0, 9.1, 2 * 0.921875 ** 0.5):   # the branch points
+    for s in (0.625, 0.921875, 4.0, 9.1, 2 * 0.921875 ** 0.5, 5.5, 5.66):   # the branch points
         parts.append(rng.uniform(s - 1e-2, s + 1e-2, 1 << 12) * rng.choice([-1, 1], 1 << 12))
     return np.concatenate(parts).astype(np.float32)
 
@@ -112,6 +123,20 @@ def test_accuracy_vs_float64(name, samples):
                              f"x={samples[i]} got={y[i]} ref={_ref(name, samples[i])}")
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("log", "softplus")])
+def test_bounds_hold_in_callers_compiled_with_reassoc(name, samples):
+    """Generated elementwise kernels (codegen_elementwise.FASTMATH) add reassoc, which vecmath
+    advises against; exp and everything built on it except softplus (log's log1p correction)
+    keep their bounds anyway: the magic-number rounding reads k from the bits, Cody-Waite is
+    two fmuladds."""
+    fm = {"nsz", "arcp", "contract", "afn", "reassoc"}
+    fresh = numba.njit(error_model="numpy", fastmath=fm)(vm.FUNCTIONS[name][1].py_func)
+    y = np.empty_like(samples)
+    fresh(samples, y)
+    bad = _bad(name, samples, y)
+    assert not bad.any(), (name, samples[bad][:8], y[bad][:8])
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_special_values(name):
     x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)
@@ -124,6 +149,29 @@ def test_special_values(name):
         "gelu_erf": [np.inf, 0.0, 0.0, 0.0], "gelu_tanh": [np.inf, 0.0, 0.0, 0.0],
     }[name]
     np.testing.assert_allclose(y[1:], np.array(expect, np.float32), rtol=1e-7, atol=0)
+
+
+@numba.njit(error_model="numpy", fastmath=vm.FASTMATH)
+def _map_exp_neg(x, out):
+    vm.wide_vectors()
+    for i in range(x.shape[0]):
+        out[i] = vm.exp_neg(x[i])
+
+
+def test_exp_neg_on_its_domain(samples):
+    """exp_neg (softmax's exp of x - max): every x <= 0, denormal results, -inf, nan; and a
+    few positive x it also gets right (overflow to inf up to x = 176 on every path)."""
+    x = np.concatenate([samples[(samples <= 0) | np.isnan(samples)],
+                        np.random.default_rng(3).uniform(-110, 0, 1 << 20).astype(np.float32),
+                        np.array([-0.0, 0.0, -np.inf, np.nan, -87.3365, -103.97, -104.0, -1e30,
+                                  1.0, 88.7, 88.8, 100.0, 176.0], np.float32)])
+    y = np.empty_like(x)
+    _map_exp_neg(x, y)
+    max_ulp, _ = vm.ERROR_BOUNDS["exp_neg"]
+    ulp, _ = _errors(y, _ref("exp", x))
+    assert ulp.max() <= max_ulp, (ulp.max(), x[np.argmax(ulp)])
+    assert y[-13] == 1.0 and y[-12] == 1.0 and y[-11] == 0.0 and np.isnan(y[-10])
+    assert np.isfinite(y[-4]) and np.isinf(y[-3:]).all()
 
 
 def test_exp_overflow_underflow_and_log_denormals():
@@ -204,8 +252,55 @@ def test_loop_vectorizes_without_libm_calls(name):
     asm = fresh.inspect_asm(sig)
     assert "<16 x float>" in llvm or "<8 x float>" in llvm, f"{name}: no float vector IR"
     assert re.search(r"\bv\w+ps\b[^\n]*%[zy]mm", asm), f"{name}: no packed zmm/ymm float ops"
+    if _HOST_AVX512:   # wide_vectors(): 512-bit vectors although LLVM's Intel tuning prefers 256
+        assert re.search(r"\bv\w+ps\b[^\n]*%zmm", asm), f"{name}: no zmm code on an AVX-512 host"
     assert not _LIBM.search(llvm), f"{name}: libm call: {_LIBM.search(llvm).group(0)}"
     assert not re.search(r"call[^\n]*\b(exp|log|erf|tanh)f?\b", asm), f"{name}: libm call in asm"
+
+
+_PORTABLE_CHECK = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_vecmath import NAMES, _bad, _errors, _map_exp_neg, _ref, _samples
+from jitort.backends.cpu import vecmath as vm
+x = _samples(65537)
+xn = x[x <= 0]
+yn = np.empty_like(xn)
+_map_exp_neg(xn, yn)
+assert _errors(yn, _ref("exp", xn))[0].max() <= vm.ERROR_BOUNDS["exp_neg"][0]
+for name in NAMES:
+    y = vm.apply(name, x)
+    bad = _bad(name, x, y)
+    assert not bad.any(), (name, x[bad][:5], y[bad][:5])
+    f = vm.FUNCTIONS[name][1]
+    asm = f.inspect_asm(f.signatures[0])
+    assert "zmm" not in asm and "vscalef" not in asm and "vrcp14" not in asm, name
+print("PORTABLE OK", len(NAMES))
+"""
+
+
+@pytest.mark.skipif(not _HOST_AVX512, reason="the host itself runs the portable (non-AVX-512) path")
+def test_portable_path_without_avx512(tmp_path):
+    """The code for CPUs without AVX-512 (two-factor exponent scaling instead of vscalefps,
+    vrcpps instead of vrcp14ps, 256-bit vectors) meets the same bounds: compiled here for
+    haswell + the host's features minus AVX-512, in a subprocess with its own Numba cache."""
+    import os
+    import subprocess
+    import sys
+
+    feats = _host_features()
+    for k in list(feats):
+        if k.startswith(("avx512", "amx", "avx10", "evex512")):
+            feats[k] = False
+    flat = ",".join(("+" if v else "-") + k for k, v in feats.items())
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=flat,
+               NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = _PORTABLE_CHECK.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert p.returncode == 0 and "PORTABLE OK" in p.stdout, p.stderr[-3000:]
 
 
 def test_vectorization_check_can_fail():
