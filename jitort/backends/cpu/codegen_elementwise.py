@@ -551,12 +551,12 @@ def region_output_types(node, input_types) -> list[TensorType]:
     return [L.types[o] for o in L.out_names]
 
 
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[tuple, object] = {}
 
 
 def compile_region(node, input_types, *, cache_dir: str | os.PathLike | None = None):
     """The njit-compiled kernel of ``lower_region`` (compiled lazily on first call). Identical
-    sources share one module per process. With ``cache_dir`` the source is written there as
+    sources share one module per process and cache dir. With ``cache_dir`` the source is written there as
     ``jitort_ew_<hash>.py`` and imported by name, so Numba's disk cache (``cache=True``) works
     across processes; without it the module is exec'd and recompiles in every process.
 
@@ -564,7 +564,8 @@ def compile_region(node, input_types, *, cache_dir: str | os.PathLike | None = N
     source = lower_region(node, input_types)
     digest = hashlib.sha256(source.encode()).hexdigest()[:24]
     modname = f"jitort_ew_{digest}"
-    fn = _COMPILED.get(modname)
+    key = (modname, None if cache_dir is None else str(cache_dir))
+    fn = _COMPILED.get(key)
     if fn is None:
         if cache_dir is not None:
             path = Path(cache_dir) / f"{modname}.py"
@@ -584,7 +585,7 @@ def compile_region(node, input_types, *, cache_dir: str | os.PathLike | None = N
             exec(compile(source, mod.__file__, "exec"), mod.__dict__)  # noqa: S102 - our own source
         fn = njit(error_model="numpy", fastmath=set(FASTMATH), cache=cache_dir is not None)(mod.kernel)
         fn.source = source
-        _COMPILED[modname] = fn
+        _COMPILED[key] = fn
     fn.output_types = region_output_types(node, input_types)
     return fn
 
