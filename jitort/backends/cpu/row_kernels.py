@@ -369,7 +369,7 @@ def _gelu_tanh_rows(x, bias, out, lo, hi):
 def _ln_1(x, g, b, eps, out):
     ip = x.ctypes.data == out.ctypes.data
     if ip:
-        _ln_rows(x, g, b, eps, x, 0, x.shape[0], True)
+        _ln_rows(out, g, b, eps, out, 0, out.shape[0], True)
     else:
         _ln_rows(x, g, b, eps, out, 0, x.shape[0], False)
 
@@ -381,7 +381,7 @@ def _ln_p(x, g, b, eps, out, nt):
     for t in prange(nt):
         lo, hi = t * r // nt, (t + 1) * r // nt
         if ip:
-            _ln_rows(x, g, b, eps, x, lo, hi, True)
+            _ln_rows(out, g, b, eps, out, lo, hi, True)
         else:
             _ln_rows(x, g, b, eps, out, lo, hi, False)
 
@@ -390,7 +390,7 @@ def _ln_p(x, g, b, eps, out, nt):
 def _skip_ln_1(x, skip, g, b, bias, eps, out, sm, write_sum):
     ip = x.ctypes.data == out.ctypes.data
     if ip:
-        _skip_ln_rows(x, skip, g, b, bias, eps, x, sm, write_sum, 0, x.shape[0])
+        _skip_ln_rows(out, skip, g, b, bias, eps, out, sm, write_sum, 0, out.shape[0])
     else:
         _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, 0, x.shape[0])
 
@@ -402,7 +402,7 @@ def _skip_ln_p(x, skip, g, b, bias, eps, out, sm, write_sum, nt):
     for t in prange(nt):
         lo, hi = t * r // nt, (t + 1) * r // nt
         if ip:
-            _skip_ln_rows(x, skip, g, b, bias, eps, x, sm, write_sum, lo, hi)
+            _skip_ln_rows(out, skip, g, b, bias, eps, out, sm, write_sum, lo, hi)
         else:
             _skip_ln_rows(x, skip, g, b, bias, eps, out, sm, write_sum, lo, hi)
 
@@ -411,7 +411,7 @@ def _skip_ln_p(x, skip, g, b, bias, eps, out, sm, write_sum, nt):
 def _rms_1(x, g, eps, out):
     ip = x.ctypes.data == out.ctypes.data
     if ip:
-        _rms_rows(x, g, eps, x, 0, x.shape[0], True)
+        _rms_rows(out, g, eps, out, 0, out.shape[0], True)
     else:
         _rms_rows(x, g, eps, out, 0, x.shape[0], False)
 
@@ -423,7 +423,7 @@ def _rms_p(x, g, eps, out, nt):
     for t in prange(nt):
         lo, hi = t * r // nt, (t + 1) * r // nt
         if ip:
-            _rms_rows(x, g, eps, x, lo, hi, True)
+            _rms_rows(out, g, eps, out, lo, hi, True)
         else:
             _rms_rows(x, g, eps, out, lo, hi, False)
 
@@ -432,7 +432,7 @@ def _rms_p(x, g, eps, out, nt):
 def _softmax_1(x, out):
     ip = x.ctypes.data == out.ctypes.data
     if ip:
-        _softmax_rows(x, x, 0, x.shape[0], True)
+        _softmax_rows(out, out, 0, out.shape[0], True)
     else:
         _softmax_rows(x, out, 0, x.shape[0], False)
 
@@ -444,7 +444,7 @@ def _softmax_p(x, out, nt):
     for t in prange(nt):
         lo, hi = t * r // nt, (t + 1) * r // nt
         if ip:
-            _softmax_rows(x, x, lo, hi, True)
+            _softmax_rows(out, out, lo, hi, True)
         else:
             _softmax_rows(x, out, lo, hi, False)
 
@@ -453,7 +453,7 @@ def _softmax_p(x, out, nt):
 def _log_softmax_1(x, out):
     ip = x.ctypes.data == out.ctypes.data
     if ip:
-        _log_softmax_rows(x, x, 0, x.shape[0], True)
+        _log_softmax_rows(out, out, 0, out.shape[0], True)
     else:
         _log_softmax_rows(x, out, 0, x.shape[0], False)
 
@@ -465,7 +465,7 @@ def _log_softmax_p(x, out, nt):
     for t in prange(nt):
         lo, hi = t * r // nt, (t + 1) * r // nt
         if ip:
-            _log_softmax_rows(x, x, lo, hi, True)
+            _log_softmax_rows(out, out, lo, hi, True)
         else:
             _log_softmax_rows(x, out, lo, hi, False)
 
@@ -474,7 +474,7 @@ def _log_softmax_p(x, out, nt):
 def _gelu_erf_1(x, bias, out):
     ip = x.ctypes.data == out.ctypes.data
     if ip:
-        _gelu_erf_rows(x, bias, x, 0, x.shape[0])
+        _gelu_erf_rows(out, bias, out, 0, out.shape[0])
     else:
         _gelu_erf_rows(x, bias, out, 0, x.shape[0])
 
@@ -486,7 +486,7 @@ def _gelu_erf_p(x, bias, out, nt):
     for t in prange(nt):
         lo, hi = t * r // nt, (t + 1) * r // nt
         if ip:
-            _gelu_erf_rows(x, bias, x, lo, hi)
+            _gelu_erf_rows(out, bias, out, lo, hi)
         else:
             _gelu_erf_rows(x, bias, out, lo, hi)
 
@@ -495,7 +495,7 @@ def _gelu_erf_p(x, bias, out, nt):
 def _gelu_tanh_1(x, bias, out):
     ip = x.ctypes.data == out.ctypes.data
     if ip:
-        _gelu_tanh_rows(x, bias, x, 0, x.shape[0])
+        _gelu_tanh_rows(out, bias, out, 0, out.shape[0])
     else:
         _gelu_tanh_rows(x, bias, out, 0, x.shape[0])
 
@@ -507,7 +507,7 @@ def _gelu_tanh_p(x, bias, out, nt):
     for t in prange(nt):
         lo, hi = t * r // nt, (t + 1) * r // nt
         if ip:
-            _gelu_tanh_rows(x, bias, x, lo, hi)
+            _gelu_tanh_rows(out, bias, out, lo, hi)
         else:
             _gelu_tanh_rows(x, bias, out, lo, hi)
 
