@@ -1,15 +1,27 @@
 """NHWC conv kernels (jitort.backends.cpu.conv) against the registry's FusedConv reference
 kernel (channels_last=1) evaluated in float64.
 
-Every case builds one plan (a GEMM and maybe an epilogue/depthwise kernel compile), so the cases
-are chosen to cover together: the three paths (1x1 GEMM, im2col + GEMM, depthwise), H/W of 1, 7,
-13, C of 3 and 17, O of 1, 5, 33, strides 1-2, asymmetric pads, dilation 2, every activation
-(fused into the GEMM and as a separate pass), bias, residual, 1 and 2 threads, 0-sized dims.
+Every case builds one plan (one generated kernel to compile), so the cases are chosen to cover
+together: the three paths (1x1 GEMM, implicit-GEMM im2col, depthwise), H/W of 1, 7, 13, C of 3
+and 17, O of 1, 5, 33, strides 1-2, asymmetric pads, dilation 2, every activation, bias,
+residual, 1 and 2 threads, 0-sized dims; and the code paths inside each:
+
+* im2col gather: one K block with rows of KW taps copied whole (and taps cut by the border),
+  several K blocks of whole taps (C <= KC < K), blocks that cut a tap's channels (C > KC), several
+  MC blocks with every remainder tile height, work items over row blocks and over groups of NR
+  panels (then each item gathers its own patches), N not a multiple of the panel width;
+* the tile epilogue: ``conv_tile`` on the last K block (after ``gemm_tile`` on the others) with
+  bias, residual and a Relu/Clip clamp in registers, other activations in a loop after it;
+* depthwise: runs of 8 and 4 pixels through ``dw_tile`` (C a multiple of the vector width, and
+  with a tail of C % 16 channels), the 1-3 leftover pixels, clamps fused (Relu, Clip with one
+  infinite bound) and other activations applied to the finished row, border segments of several
+  kinds (pads 0-2, stride 2, dilation 2), a row segment with no in-image tap.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -47,6 +59,24 @@ CASES = [
     ((1, 7, 7, 3), (0, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "", (), True, False, 1),
     ((1, 7, 7, 0), (5, 0, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Sigmoid", (), True, False, 1),
     ((0, 7, 7, 3), (3, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3, "Relu", (), True, False, 2),
+    # implicit GEMM: whole K in one block, stem-like (C=3, 7x7/2), MC blocks, split over pixels
+    ((1, 45, 39, 3), (20, 3, 7, 7), (2, 2), (3, 2, 3, 1), (1, 1), 1, "Relu", (), True, False, 2),
+    # C <= KC < K: 3 K blocks of 3 taps (K=1152 -> KC=384); MC blocks; residual + Clip
+    ((1, 23, 17, 128), (40, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Clip", (0, 6), True, True, 1),
+    # C > KC: blocks cut the taps' channels (C=600 -> 2 blocks of 300); split over NR panels
+    ((1, 5, 6, 600), (200, 600, 3, 3), (1, 1), (1, 0, 1, 2), (1, 2), 1, "SiLU", (), True, False, 2),
+    # strided 1x1 through the gather, C > KC; O not a multiple of the panel
+    ((1, 9, 8, 1030), (70, 1030, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "LeakyRelu", (0.2,), False, True, 2),
+    # 1x1 in place: M < O splits the panels; K blocks (K=2048)
+    ((1, 7, 7, 2048), (150, 2048, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "Relu", (), True, True, 2),
+    # depthwise: dw_tile runs (8 and 4 pixels), no channel tail
+    ((1, 9, 31, 32), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 32, "Relu", (), True, True, 2),
+    # depthwise: channel tail (C=40), stride 2, Clip with an infinite lower bound
+    ((2, 11, 30, 40), (40, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 40, "Clip", (-INF, 6), True, False, 1),
+    # depthwise: 5x5 dilation 2, pads 2, an activation applied to the finished row, residual
+    ((1, 12, 27, 48), (48, 1, 5, 5), (1, 1), (2, 2, 2, 2), (2, 2), 48, "Tanh", (), False, True, 1),
+    # depthwise: rows whose taps are all outside the image (pads 3 > kernel reach)
+    ((1, 2, 21, 16), (16, 1, 3, 3), (1, 1), (3, 1, 3, 1), (1, 1), 16, "Clip", (0, INF), True, False, 2),
 ]
 
 
@@ -72,7 +102,7 @@ def test_conv_matches_reference(case):
     packed = plan.pack_weights(w, b)
     want, scale = _ref(x, w, b, z, plan, ws, strides, pads, dil, group, act, params)
     assert plan.y_shape == want.shape
-    for _ in range(2):  # a second call reuses the patch buffer and must give the same result
+    for _ in range(2):  # a second call must give the same result
         got = plan(x, packed, residual=z)
         assert got.shape == want.shape and got.dtype == np.float32
         np.testing.assert_array_less(np.abs(got - want), RTOL * scale + 1e-6)
@@ -85,6 +115,59 @@ def test_paths():
     assert ConvPlan((1, 7, 7, 3), (5, 3, 1, 1)).kind == "gemm"
     assert ConvPlan((1, 7, 7, 3), (5, 3, 1, 1), strides=(2, 2)).kind == "im2col"
     assert ConvPlan((1, 7, 7, 3), (3, 1, 3, 3), group=3).kind == "depthwise"
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in (22, 23, 24, 25, 26)], ids=lambda c: f"{c[0]}-{c[1]}")
+def test_blocking_of_the_gemm_cases(case):
+    """The GEMM cases above exercise what they claim (guards the test, not the kernel)."""
+    xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads = case
+    plan = ConvPlan(xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads)
+    C, K = xs[3], plan.K
+    whole_panels = all(p_lo == 0 and p_hi == plan.NP for _, _, p_lo, p_hi in plan.chunks)
+    if ws[2] == 7:  # work items: row blocks, every panel
+        assert plan.KC == K and len(plan.heights) > 1 and plan.MC < plan.M
+        assert len(plan.chunks) > 2 and whole_panels
+    elif C == 128:
+        assert plan.KC % C == 0 and C < plan.KC < K and plan.MC < plan.M
+    elif C == 600:  # work items: panel groups (each gathers the patches itself)
+        assert plan.KC < C and not whole_panels
+    elif C == 1030:
+        assert plan.kind == "im2col" and plan.KC < C and ws[0] % plan.NR
+    else:
+        assert plan.kind == "gemm" and plan.KC < K and not whole_panels
+
+
+def test_depthwise_case_runs_8_and_4_pixel_tiles():
+    """31 output columns: an interior segment of 29 = 3 x 8 + 4 + 1 (guards the case above)."""
+    plan = ConvPlan((1, 9, 31, 32), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), group=32)
+    runs = re.findall(rf"dw_tile\(.*, (\d+), \d+, {plan.VW}, \d+\)$", plan.source, re.M)
+    assert {"8", "4"} <= set(runs)
+
+
+def test_one_plan_in_two_threads():
+    """A plan holds no scratch of its own: concurrent calls (nogil) give the same result."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    plan = ConvPlan((1, 30, 30, 16), (24, 16, 3, 3), (1, 1), (1, 1, 1, 1), activation="Relu",
+                    has_bias=True)
+    packed = plan.pack_weights(rng.standard_normal((24, 16, 3, 3)).astype(np.float32),
+                               rng.standard_normal(24).astype(np.float32))
+    xs = [rng.standard_normal((1, 30, 30, 16)).astype(np.float32) for _ in range(2)]
+    want = [plan(x, packed) for x in xs]
+    got = [None, None]
+
+    def work(i):
+        for _ in range(20):
+            got[i] = plan(xs[i], packed)
+            assert np.array_equal(got[i], want[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
 
 
 def test_errors():
@@ -106,3 +189,18 @@ def test_errors():
         plan(np.zeros((1, 7, 7, 3)), packed)
     with pytest.raises(ValueError, match="residual"):
         plan(np.zeros((1, 7, 7, 3), np.float32), packed, residual=np.zeros((1, 7, 7, 5), np.float32))
+
+
+def test_cache_dir_writes_the_generated_module(tmp_path):
+    """With cache_dir the kernel is a module file there (Numba's disk cache needs a real file)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 9, 9, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    for group, ws in ((16, w), (1, rng.standard_normal((8, 16, 3, 3)).astype(np.float32))):
+        mem = ConvPlan(x.shape, ws.shape, (1, 1), (1, 1, 1, 1), group=group, activation="Relu")
+        disk = ConvPlan(x.shape, ws.shape, (1, 1), (1, 1, 1, 1), group=group, activation="Relu",
+                        cache_dir=str(tmp_path))
+        assert disk.source == mem.source
+        np.testing.assert_array_equal(disk(x, disk.pack_weights(ws)), mem(x, mem.pack_weights(ws)))
+    files = sorted(p.name for p in tmp_path.glob("jitort_conv_*.py"))
+    assert len(files) == 2
