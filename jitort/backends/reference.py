@@ -37,6 +37,40 @@ class _Step:
         self.wants_ctx = wants_ctx
         self.has_graph = any(True for _ in node.subgraphs())
 
+    def __call__(self, env: dict) -> None:
+        """Run the kernel on ``env``'s values; store its outputs in ``env``."""
+        args = [env[n] if n else None for n in self.inputs]
+        if self.wants_ctx:
+            if self.has_graph:
+                self.ctx.outer = env
+            out = self.fn(self.ctx, *args, **self.kwargs)
+        else:
+            out = self.fn(*args, **self.kwargs)
+        if isinstance(out, (list, tuple)):  # several outputs (a sequence comes as (seq,))
+            for name, v in zip(self.outputs, out):
+                if name:
+                    env[name] = v
+        elif self.outputs and self.outputs[0]:
+            env[self.outputs[0]] = out
+
+
+def dead_after(steps, keep: set) -> list[tuple[str, ...]]:
+    """Per step (anything with ``.node``), the values no later step reads, ``keep`` aside; a
+    value a subgraph reads counts as read by the node that owns the subgraph."""
+    last: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        for name in s.node.inputs:
+            if name:
+                last[name] = i
+        for sub in s.node.subgraphs():
+            for name in sub.free_names():
+                last[name] = i
+    per: list[list[str]] = [[] for _ in steps]
+    for name, i in last.items():
+        if name not in keep:
+            per[i].append(name)
+    return [tuple(p) for p in per]
+
 
 class _FunctionCall:
     """A node run through its ONNX schema's function body, one sub-plan per input-type key."""
@@ -95,22 +129,7 @@ class ReferencePlan:
         self.output_names = graph.output_names
         self.initializers = dict(graph.initializers)
         self.free_names = sorted(graph.free_names())
-        keep = set(self.output_names)
-        last_use: dict[str, int] = {}
-        for i, s in enumerate(steps):
-            for name in s.inputs:
-                if name:
-                    last_use[name] = i
-            for sub in s.node.subgraphs():
-                for name in sub.free_names():
-                    last_use[name] = i
-        self.dead_after: list[tuple[str, ...]] = [() for _ in steps]
-        per_step: dict[int, list[str]] = {}
-        for name, i in last_use.items():
-            if name not in keep and name not in self.initializers:
-                per_step.setdefault(i, []).append(name)
-        for i, names in per_step.items():
-            self.dead_after[i] = tuple(names)
+        self.dead_after = dead_after(steps, set(self.output_names) | set(self.initializers))
         self.backend = backend
 
     def run(self, feeds: dict[str, Any], outer: dict | None = None) -> list:
@@ -123,27 +142,14 @@ class ReferencePlan:
         env.update(feeds)
         with np.errstate(all="ignore"):
             for i, step in enumerate(self.steps):
-                args = [env[n] if n else None for n in step.inputs]
                 try:
-                    if step.wants_ctx:
-                        if step.has_graph:
-                            step.ctx.outer = env
-                        out = step.fn(step.ctx, *args, **step.kwargs)
-                    else:
-                        out = step.fn(*args, **step.kwargs)
+                    step(env)
                 except JitortError:
                     raise
                 except KeyError as exc:
                     raise ExecutionError(f"{_where(step.node)}: value {exc} is not available") from exc
                 except Exception as exc:  # noqa: BLE001 - any kernel failure names the node
                     raise ExecutionError(f"{_where(step.node)} failed: {type(exc).__name__}: {exc}") from exc
-                if isinstance(out, (list, tuple)):  # several outputs (a sequence comes as (seq,))
-                    for name, v in zip(step.outputs, out):
-                        if name:
-                            env[name] = v
-                else:
-                    if step.outputs and step.outputs[0]:
-                        env[step.outputs[0]] = out
                 for name in self.dead_after[i]:
                     env.pop(name, None)
         try:

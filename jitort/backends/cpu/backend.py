@@ -128,22 +128,4 @@ def _kind(node) -> str:
 
 def _reference_fn(step):
     """The reference backend's prepared step as a plan step ``fn(env, bufs)``."""
-    fn, kwargs, ctx, inputs, outputs = step.fn, step.kwargs, step.ctx, step.inputs, step.outputs
-    wants_ctx, has_graph = step.wants_ctx, step.has_graph
-
-    def run(env, bufs):
-        args = [env[n] if n else None for n in inputs]
-        if wants_ctx:
-            if has_graph:
-                ctx.outer = env
-            out = fn(ctx, *args, **kwargs)
-        else:
-            out = fn(*args, **kwargs)
-        if isinstance(out, (list, tuple)):
-            for name, v in zip(outputs, out):
-                if name:
-                    env[name] = v
-        elif outputs and outputs[0]:
-            env[outputs[0]] = out
-
-    return run
+    return lambda env, bufs: step(env)

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import ExecutionError, JitortError
-from ..reference import _where
+from ..reference import _where, dead_after
 from .memory import ALIGN, MemoryPlan
 
 
@@ -66,7 +66,7 @@ class CpuPlan:
         out_members = {m for b in out_groups for m in b.members}
         self._planned = {n: o for n, o in memory.offsets.items() if n not in out_members}
         self._arena, self._bufs = self._allocate()
-        self._dead_after = _dead_after(graph, steps)
+        self._dead_after = dead_after(steps, set(graph.output_names) | set(self.initializers))
         self.blas_guard = threads > 1 and any(s.kind == "reference" for s in steps)
 
     # -- memory ---------------------------------------------------------------------------------
@@ -79,10 +79,6 @@ class CpuPlan:
             t = self.memory.types[name]
             bufs[name] = arena[off:off + _nbytes(t)].view(t.dtype).reshape(t.shape)
         return arena, bufs
-
-    @property
-    def arena_bytes(self) -> int:
-        return int(self._arena.nbytes)
 
     def _output_buffers(self, bufs: dict) -> None:
         for size, members in self._out_groups:
@@ -196,22 +192,3 @@ def _aligned(nbytes: int) -> np.ndarray:
     raw = np.empty(nbytes + ALIGN, np.uint8)
     shift = (-raw.ctypes.data) % ALIGN
     return raw[shift:shift + nbytes]
-
-
-def _dead_after(graph, steps) -> list[tuple[str, ...]]:
-    """Per step, the values no later step reads (dropped from ``env``: reference arrays are
-    freed as early as the reference backend frees them)."""
-    keep = set(graph.output_names) | set(graph.initializers)
-    last: dict[str, int] = {}
-    for i, s in enumerate(steps):
-        for name in s.node.inputs:
-            if name:
-                last[name] = i
-        for sub in s.node.subgraphs():
-            for name in sub.free_names():
-                last[name] = i
-    per: list[list[str]] = [[] for _ in steps]
-    for name, i in last.items():
-        if name not in keep:
-            per[i].append(name)
-    return [tuple(p) for p in per]
