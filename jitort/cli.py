@@ -1,5 +1,8 @@
 """The ``jitort`` command line.
 
+Subcommands: ``run`` and ``inspect`` here; ``warmup`` (cli_warmup.py), ``cache`` (cli_cache.py),
+``bench`` (cli_bench.py) and ``tune`` (cli_tune.py) in their own modules.
+
 ``jitort run`` loads a model, feeds it random inputs of the given shapes, and prints its outputs
 and timings (load, first call, warm latency). ``jitort inspect`` shows what the optimizer does for
 one Signature: per-pass hits and node counts, op histograms, fused regions, near misses; ``--save``
@@ -154,7 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also build the CPU plan (compiles its kernels) and show which kernel runs each node")
     i.add_argument("--json", action="store_true", help="print the report as JSON")
     i.set_defaults(fn=cmd_inspect)
+    import importlib
+
+    for mod in _SUBCOMMAND_MODULES:  # each adds its subcommand(s): register(subparsers)
+        importlib.import_module(f".{mod}", __package__).register(sub)
     return p
+
+
+#: Modules that add subcommands (one responsibility each): warmup, cache, bench, tune.
+_SUBCOMMAND_MODULES = ("cli_warmup", "cli_cache", "cli_bench", "cli_tune")
 
 
 def main(argv=None) -> int:

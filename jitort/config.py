@@ -13,13 +13,22 @@ CACHE_DIR = os.environ.get("JITORT_CACHE_DIR") or None
 BACKEND = os.environ.get("JITORT_BACKEND", "cpu")
 
 
-def kernel_dir(cache_dir: str | None = None) -> str:
-    """Where generated kernel modules (and Numba's compiled code for them) are kept:
-    ``cache_dir``, else ``JITORT_CACHE_DIR``, else the user's cache directory; ``kernels/`` in it."""
-    base = cache_dir or CACHE_DIR
+def cache_root(cache_dir: str | None = None) -> str:
+    """The cache directory: ``cache_dir``, else ``JITORT_CACHE_DIR``, else the user's cache
+    directory (``$XDG_CACHE_HOME/jitort`` or ``~/.cache/jitort``). Created 0700; refused (a
+    :class:`jitort.cache.fs.CacheDirError`) when other users may write to it."""
+    from .cache.fs import ensure_private_dir
+
+    base = cache_dir or os.environ.get("JITORT_CACHE_DIR") or CACHE_DIR
     if not base:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         base = os.path.join(xdg, "jitort")
-    path = os.path.join(base, "kernels")
+    return ensure_private_dir(base)
+
+
+def kernel_dir(cache_dir: str | None = None) -> str:
+    """Where generated kernel modules (and Numba's compiled code for them) are kept:
+    ``kernels/`` in :func:`cache_root`."""
+    path = os.path.join(cache_root(cache_dir), "kernels")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path

@@ -1,0 +1,5 @@
+"""Placeholder until the cache subcommand lands (this session)."""
+
+
+def register(sub) -> None:
+    pass

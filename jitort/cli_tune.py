@@ -1,0 +1,5 @@
+"""Placeholder until the tune subcommand lands (this session)."""
+
+
+def register(sub) -> None:
+    pass
