@@ -35,6 +35,14 @@ def load(source, **options) -> CompiledModel:
     return CompiledModel(source, **options)
 
 
+def warmup(source, signatures, *, jobs: int = 1, progress: bool = False, **options):
+    """Compile ``signatures`` ([{input name: shape}, ...]) of a model into the disk cache ahead
+    of time (see :mod:`jitort.warmups`); returns one result per signature."""
+    from .warmups import warmup as _warmup
+
+    return _warmup(source, signatures, jobs=jobs, progress=progress, **options)
+
+
 def model(source, **options):
     """Decorator: pass the loaded model as the first argument of the decorated function.
 
@@ -62,7 +70,7 @@ def model(source, **options):
 
 
 __all__ = [
-    "load", "model", "InferenceSession", "SessionOptions", "GraphOptimizationLevel", "ExecutionMode",
+    "load", "model", "warmup", "InferenceSession", "SessionOptions", "GraphOptimizationLevel", "ExecutionMode",
     "CompiledModel", "Outputs", "Signature", "JitortError", "ModelLoadError", "UnsupportedOpError",
     "InputError", "InputDtypeError", "InputShapeError", "ExecutionError", "ShapeInferenceError",
 ]

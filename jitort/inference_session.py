@@ -103,15 +103,15 @@ class InferenceSession:
         return [outs[i] for i in idx]
 
     def get_inputs(self) -> list[NodeArg]:
-        g = self._model.graph
+        g = self._model.interface
         return [_node_arg(v) for v in g.inputs if v.name not in g.initializers]
 
     def get_overridable_initializers(self) -> list[NodeArg]:
-        g = self._model.graph
+        g = self._model.interface
         return [_node_arg(v) for v in g.inputs if v.name in g.initializers]
 
     def get_outputs(self) -> list[NodeArg]:
-        return [_node_arg(v) for v in self._model.graph.outputs]
+        return [_node_arg(v) for v in self._model.interface.outputs]
 
     def get_modelmeta(self) -> ModelMetadata:
         m = self._model.ir

@@ -11,6 +11,7 @@ shapes; the model's declared output shapes are not trusted.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from .ir.types import type_of
 #: The reference backend gains nothing from the layout level (its Conv is NCHW); the CPU
 #: backend's convolutions are NHWC, so it defaults to the layout level.
 DEFAULT_OPT_LEVEL = EXTENDED
-_OPTIONS = {"backend", "opt_level", "num_threads", "seed", "cache_dir", "device"}
+_OPTIONS = {"backend", "opt_level", "num_threads", "seed", "cache_dir", "device", "cache", "tune"}
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,30 @@ class _Variant:
     signature: Signature
     bound: BoundGraph  # the optimized graph's binding
     plan: Any
-    optimized: OptimizeResult | None = None
+    optimized: OptimizeResult | None = None  # None when loaded from the disk cache
+    key: Any = None  # the disk cache key (a jitort.cache.key.CacheKey) or None
     calls: int = 0
 
 
 @dataclass
 class SessionStats:
-    compiles: int = 0
+    compiles: int = 0  # variants made (optimized here or loaded from the disk cache)
+    optimized: int = 0  # variants the optimizer ran for (disk cache misses)
+    cache_hits: int = 0  # variants loaded from the disk cache
     calls: int = 0
     signatures: list = field(default_factory=list)
 
 
 class CompiledModel:
-    """What :func:`jitort.load` returns: call it like a function."""
+    """What :func:`jitort.load` returns: call it like a function.
+
+    With a backend whose plans are worth keeping (the CPU backend) and ``cache`` left on, each
+    Signature's optimized graph and derived arrays (packed weights) go to the disk cache
+    (``cache_dir``, else JITORT_CACHE_DIR, else the user cache dir; jitort/cache/): a later
+    process with the same model, Signature, options, device and jitort source loads them instead
+    of optimizing and packing, and -- when every Signature it meets is cached -- never parses the
+    model file either (its inputs and outputs come from a record next to the entries).
+    """
 
     def __init__(self, source, **options):
         unknown = set(options) - _OPTIONS
@@ -97,25 +109,70 @@ class CompiledModel:
         level = options.get("opt_level")
         default = LAYOUT if backend == "cpu" else DEFAULT_OPT_LEVEL
         self.opt_level = default if level is None else max(NONE, min(int(level), LAYOUT))
-        self.ir: Model = import_model(source)
-        self.graph = self.ir.graph
         self.backend = get_backend(backend, seed=options.get("seed"),
                                    num_threads=options.get("num_threads"),
                                    cache_dir=options.get("cache_dir"))
-        self._check_ops()
+        self._source = source
+        self._ir: Model | None = None
+        self._cache = None
+        self.model_digest: str | None = None
+        if options.get("cache", True) and getattr(self.backend, "cacheable", False):
+            from .cache.variants import VariantCache
+
+            self._cache = VariantCache.open(options.get("cache_dir"), backend, self._key_options())
+        self.interface = self._load_interface()
         self._fast: dict[tuple, _Variant] = {}
         self._variants: dict[Signature, _Variant] = {}
         self._lock = threading.Lock()
         self.stats = SessionStats()
-        self._declared = {v.name: v.type for v in self.graph.inputs}
+        self._declared = {v.name: v.type for v in self.interface.inputs}
+
+    def _key_options(self) -> dict:
+        """The options that change what is compiled (the cache key's ``options`` part)."""
+        return {"opt_level": self.opt_level, "num_threads": getattr(self.backend, "threads", None),
+                "seed": self.options.get("seed")}
+
+    def _load_interface(self):
+        from .interface import ModelInterface
+
+        if self._cache is not None:
+            self.model_digest = self._cache.known_digest(self._source)
+            if self.model_digest is not None:
+                iface = self._cache.load_interface(self.model_digest)
+                if iface is not None:
+                    return iface
+        files: list = []
+        self._ir = import_model(self._source, files)
+        self._check_ops()
+        iface = ModelInterface.of(self._ir)
+        if self._cache is not None:
+            if self.model_digest is None:
+                self.model_digest = self._cache.record_files(self._source, files) if files \
+                    else self._cache.known_digest(self._source)
+            if self.model_digest is not None:
+                self._cache.save_interface(self.model_digest, iface)
+            else:  # not a path, bytes or ModelProto we can hash: no disk cache
+                self._cache = None
+        return iface
+
+    @property
+    def ir(self) -> Model:
+        """The imported model (parsed on first use when a warm start skipped it)."""
+        if self._ir is None:
+            self._ir = import_model(self._source)
+        return self._ir
+
+    @property
+    def graph(self):
+        return self.ir.graph
 
     @property
     def input_names(self) -> list[str]:
-        return self.graph.input_names
+        return self.interface.input_names
 
     @property
     def output_names(self) -> list[str]:
-        return self.graph.output_names
+        return self.interface.output_names
 
     def _check_ops(self) -> None:
         """Fail at load, not at the first call, for an op nobody can run."""
@@ -130,8 +187,8 @@ class CompiledModel:
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs) -> Outputs:
-        feeds = bind_feeds(self.graph, args, kwargs) if args else kwargs
-        return Outputs(self.run_feeds(feeds), self.graph.output_names)
+        feeds = bind_feeds(self.interface, args, kwargs) if args else kwargs
+        return Outputs(self.run_feeds(feeds), self.interface.output_names)
 
     def run_feeds(self, feeds: dict[str, Any]) -> list:
         values = {k: to_value(v, self._declared.get(k)) for k, v in feeds.items()}
@@ -145,8 +202,8 @@ class CompiledModel:
         return variant.plan.run(values)
 
     def _variant_for(self, key: tuple, values: dict) -> _Variant:
-        validate(self.graph, values)
-        order = {n: i for i, n in enumerate(self.graph.input_names)}
+        validate(self.interface, values)
+        order = {n: i for i, n in enumerate(self.interface.input_names)}
         sig = Signature(tuple(sorted(((k, type_of(v)) for k, v in values.items()),
                                      key=lambda e: order[e[0]])))
         with self._lock:
@@ -161,13 +218,52 @@ class CompiledModel:
 
     def _compile(self, sig: Signature) -> _Variant:
         try:
-            bound = bind(self.graph, dict(sig.entries))
-            result = optimize(bound, self.opt_level)
-            return _Variant(sig, result.bound, self.backend.build_plan(result.bound), result)
+            if self._cache is None:
+                return self._build(sig)
+            key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
+            hit = self._cache.load(key)
+            if hit is None:
+                with self._cache.lock(key):  # other processes compiling this key wait here
+                    hit = self._cache.load(key)
+                    if hit is None:
+                        return self._build(sig, key)
+            self.stats.cache_hits += 1
+            bound, derived = hit["bound"], hit["derived"]
+            return _Variant(sig, bound, self.backend.build_plan(bound, derived=derived), None, key=key)
         except JitortError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise JitortError(f"building a plan for [{sig}] failed: {type(exc).__name__}: {exc}") from exc
+
+    def _build(self, sig: Signature, key=None) -> _Variant:
+        """Optimize and build the plan; with ``key``, write it to the disk cache."""
+        bound = bind(self.graph, dict(sig.entries))
+        result = optimize(bound, self.opt_level)
+        self.stats.optimized += 1
+        if key is None:
+            return _Variant(sig, result.bound, self.backend.build_plan(result.bound), result)
+        if self.options.get("tune"):
+            from .tune import tune_bound
+
+            tune_bound(result.bound, getattr(self.backend, "threads", 1), self.options.get("cache_dir"))
+            key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
+        derived: dict = {}
+        t0 = time.perf_counter()
+        plan = self.backend.build_plan(result.bound, derived=derived)
+        info = {"model": self._source if isinstance(self._source, str) else type(self._source).__name__,
+                "signature": str(sig), "nodes": len(result.bound.graph.nodes),
+                "build_s": round(time.perf_counter() - t0, 3)}
+        if hasattr(plan, "kernel_counts"):
+            info["kernels"] = plan.kernel_counts()
+        self._cache.save(key, result.bound, derived, info)
+        return _Variant(sig, result.bound, plan, result, key=key)
+
+    def _tuning_fingerprint(self) -> str:
+        try:
+            from .tuning_db import tuning_fingerprint
+        except ImportError:
+            return ""
+        return tuning_fingerprint(self.options.get("cache_dir"))
 
     def signatures(self) -> list[Signature]:
         return list(self._variants)
@@ -181,7 +277,7 @@ class CompiledModel:
         return self._variants[sig].optimized
 
     def __repr__(self) -> str:
-        return (f"<jitort model {self.graph.name!r}: inputs={self.input_names} "
+        return (f"<jitort model {self.interface.name!r}: inputs={self.input_names} "
                 f"outputs={self.output_names}, {len(self._variants)} compiled signature(s)>")
 
 

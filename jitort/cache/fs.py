@@ -25,7 +25,9 @@ class CacheDirError(JitortError):
 
 
 def atomic_write(path: str, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one (never a
+    part: the rename is atomic). No fsync: a process that dies mid-write leaves only a temp file;
+    a power loss may lose the entry, which the integrity checks then catch and rebuild."""
     if isinstance(data, str):
         data = data.encode()
     d = os.path.dirname(path) or "."
@@ -34,8 +36,6 @@ def atomic_write(path: str, data: bytes | str) -> None:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

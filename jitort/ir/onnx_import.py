@@ -21,8 +21,10 @@ from .graph import Graph, Model, Node, ValueInfo, rename_free
 from .types import MapType, OptionalType, SequenceType, TensorType, ValueType
 
 
-def read_model_proto(source) -> ModelProto:
-    """Parse ``source`` (path, bytes or ModelProto) with clear errors for every failure."""
+def read_model_proto(source, files: list | None = None) -> ModelProto:
+    """Parse ``source`` (path, bytes or ModelProto) with clear errors for every failure. With
+    ``files`` (a list), the paths read are appended to it: the model file, then each external
+    data file (what a cache key must hash)."""
     if isinstance(source, ModelProto):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -37,12 +39,14 @@ def read_model_proto(source) -> ModelProto:
             data = path.read_bytes()
         except OSError as exc:
             raise ModelLoadError(f"cannot read model file {str(path)!r}: {exc}") from exc
-        return _parse(data, str(path), path.parent)
+        if files is not None:
+            files.append(str(path))
+        return _parse(data, str(path), path.parent, files)
     raise ModelLoadError(
         f"expected a path, bytes or onnx.ModelProto, got {type(source).__name__}")
 
 
-def _parse(data: bytes, label: str, base_dir: Path | None) -> ModelProto:
+def _parse(data: bytes, label: str, base_dir: Path | None, files: list | None = None) -> ModelProto:
     if not data:
         raise ModelLoadError(f"{label} is empty, not an ONNX model")
     m = ModelProto()
@@ -57,11 +61,28 @@ def _parse(data: bytes, label: str, base_dir: Path | None) -> ModelProto:
         if base_dir is None:
             raise ModelLoadError(
                 f"{label} stores tensors in external files; load it from its path so they can be found")
+        if files is not None:
+            files.extend(sorted({str(base_dir / t.location) for t in _external_tensors(m.graph)}))
         try:
             onnx.external_data_helper.load_external_data_for_model(m, str(base_dir))
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot load external data of {label}: {exc}") from exc
     return m
+
+
+def _external_tensors(g: GraphProto):
+    """(location of) every tensor of ``g`` and its subgraphs stored in an external file."""
+    from onnx.external_data_helper import ExternalDataInfo
+
+    for t in g.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            yield ExternalDataInfo(t)
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_location == onnx.TensorProto.EXTERNAL:
+                yield ExternalDataInfo(a.t)
+            if a.g.node:
+                yield from _external_tensors(a.g)
 
 
 def _uses_external_data(g: GraphProto) -> bool:
@@ -150,9 +171,10 @@ def _node_proto(node: Node):
     return node_proto(node)
 
 
-def import_model(source) -> Model:
-    """Load ``source`` (path, bytes or ModelProto) into a :class:`Model`."""
-    proto = read_model_proto(source)
+def import_model(source, files: list | None = None) -> Model:
+    """Load ``source`` (path, bytes or ModelProto) into a :class:`Model` (``files``: see
+    :func:`read_model_proto`)."""
+    proto = read_model_proto(source, files)
     try:
         g = _Importer(proto).graph(proto.graph)
     except ModelLoadError:

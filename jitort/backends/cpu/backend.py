@@ -70,10 +70,15 @@ class CpuBackend(ReferenceBackend):
             _use_omp()
         self._warned: set[str] = set()
 
-    def build_plan(self, bound) -> CpuPlan:
+    #: Plans are worth caching on disk (see jitort/cache/variants.py).
+    cacheable = True
+
+    def build_plan(self, bound, derived: dict | None = None) -> CpuPlan:
+        """The plan of ``bound``. ``derived``: arrays computed from constants by tag (packed
+        weights); filled as the lowerings compute them, reused when given filled (a cache entry)."""
         graph = bound.graph
         memory = plan_memory(bound)
-        ctx = LowerCtx(bound, self.threads, self.cache_dir, memory, {})
+        ctx = LowerCtx(bound, self.threads, self.cache_dir, memory, {}, derived)
         steps = [self._folded_step(node, ctx) or self._step(node, ctx) for node in graph.nodes]
         plan = CpuPlan(graph, steps, memory, self.threads, ctx.folded)
         if config.DEBUG >= 1:

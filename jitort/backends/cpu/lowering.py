@@ -46,6 +46,19 @@ class LowerCtx:
     cache_dir: str | None
     memory: object  # the MemoryPlan (which values are views, which have buffers)
     folded: dict = None  # values computed once when the plan was built (constant inputs only)
+    derived: dict = None  # arrays derived from constants (packed weights), by tag; cached on disk
+
+    def derive(self, tag: str, fn: Callable[[], np.ndarray]) -> np.ndarray:
+        """``fn()`` -- an array computed from constants only, such as packed weights -- or the
+        array stored under ``tag`` when the plan is rebuilt from a cache entry (the entry keeps
+        ``derived``, so a warm start does not repack). ``tag`` names the node and everything the
+        result depends on beyond the graph (the kernel's layout)."""
+        if self.derived is None:
+            return fn()
+        v = self.derived.get(tag)
+        if v is None:
+            v = self.derived[tag] = fn()
+        return v
 
     @property
     def graph(self):

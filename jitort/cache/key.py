@@ -1,0 +1,134 @@
+"""The cache key of a compiled variant: every input that can change the generated code, kept as
+named parts so ``jitort cache explain`` can say which one differs.
+
+    key = make_key(model=digest, signature=sig, backend="cpu", options={...}, tuning=fp)
+    key.digest                     # sha256 of the canonical JSON of the parts (the entry's name)
+    key.parts["signature"]         # 'input_ids:int64[1,128] attention_mask:int64[1,128]'
+    explain(key.parts, other)      # [(part, this value, that value), ...] for the parts that differ
+
+Parts: ``format`` (the entry layout), ``model`` (sha256 of the model file and its external data),
+``signature`` (names, dtypes, shapes), ``backend``, ``device`` (CPU name and LLVM feature
+string), ``options`` (opt level, threads, seed, ...), ``tuning`` (fingerprint of this device's
+tuning database), ``jitort`` (version and a hash of its source and templates), ``versions``
+(python, numpy, numba, llvmlite, onnx, and triton / torch when installed; read from package
+metadata, never imported).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+
+from .device import cpu_device
+
+#: Bump when the entry layout or what it stores changes.
+FORMAT = "jitort-variant-1"
+PART_ORDER = ("format", "model", "signature", "backend", "device", "options", "tuning", "jitort", "versions")
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    parts: dict
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return digest_of(self.parts)
+
+    def __str__(self) -> str:
+        return self.digest
+
+
+def digest_of(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def make_key(*, model: str, signature, backend: str, options: dict, tuning: str = "") -> CacheKey:
+    parts = {
+        "format": FORMAT,
+        "model": model,
+        "signature": signature_text(signature),
+        "backend": backend,
+        "device": device_text(),
+        "options": json.dumps(options, sort_keys=True, default=str),
+        "tuning": tuning or "none",
+        "jitort": jitort_text(),
+        "versions": versions_text(),
+    }
+    return CacheKey(parts)
+
+
+def signature_text(signature) -> str:
+    """'name:dtype[d0,d1] ...' in graph-input order (a Signature or its entries)."""
+    entries = getattr(signature, "entries", signature)
+    out = []
+    for name, t in entries:
+        dtype = getattr(t, "dtype", None)
+        shape = getattr(t, "shape", None)
+        if dtype is not None and shape is not None:
+            out.append(f"{name}:{dtype}[{','.join(str(d) for d in shape)}]")
+        else:
+            out.append(f"{name}:{t}")
+    return " ".join(out)
+
+
+def explain(mine: dict, theirs: dict) -> list[tuple[str, str, str]]:
+    """The parts whose values differ (missing parts show as '<absent>')."""
+    names = [p for p in PART_ORDER if p in mine or p in theirs]
+    names += sorted((set(mine) | set(theirs)) - set(names))
+    return [(p, str(mine.get(p, "<absent>")), str(theirs.get(p, "<absent>")))
+            for p in names if mine.get(p) != theirs.get(p)]
+
+
+@functools.lru_cache(maxsize=None)
+def device_text() -> str:
+    d = cpu_device()
+    feats = hashlib.sha256(d["features"].encode()).hexdigest()[:16]
+    return f"{d['kind']} {d['arch']} {d['cpu']} features:{feats}"
+
+
+@functools.lru_cache(maxsize=None)
+def jitort_text() -> str:
+    from .. import __version__
+
+    return f"{__version__} source:{source_hash()[:16]}"
+
+
+@functools.lru_cache(maxsize=None)
+def source_hash() -> str:
+    """sha256 over jitort's Python sources and templates (path and bytes of each, sorted): an edit
+    anywhere in the package, a kernel generator or a template gives a new key."""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    roots = [pkg]
+    templates = os.path.join(os.path.dirname(pkg), "templates")
+    if os.path.isdir(templates):
+        roots.append(templates)
+    h = hashlib.sha256()
+    for root in roots:
+        files = []
+        for d, dirs, names in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            files += [os.path.join(d, n) for n in names if n.endswith((".py", ".j2", ".ll"))]
+        for f in sorted(files):
+            h.update(os.path.relpath(f, root).encode() + b"\0")
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def versions_text() -> str:
+    from importlib import metadata
+
+    out = [f"python={platform.python_version()}"]
+    for dist in ("numpy", "numba", "llvmlite", "onnx", "ml_dtypes", "triton", "torch"):
+        try:
+            out.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            if dist in ("numpy", "numba", "llvmlite", "onnx"):
+                out.append(f"{dist}=?")
+    return " ".join(out)

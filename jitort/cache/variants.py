@@ -1,0 +1,151 @@
+"""The session's view of the disk cache: model identity, interface records, compiled variants.
+
+    vc = VariantCache.open(cache_dir, backend="cpu", options={...})
+    digest = vc.known_digest(source)          # None: the model file must be read and hashed
+    iface = vc.load_interface(digest)         # the inputs/outputs, without parsing the model
+    key = vc.key(digest, signature)
+    entry = vc.load(key)                      # {"bound": BoundGraph, "derived": {...}} or None
+    with vc.lock(key): ...                    # one compile per key across processes
+    vc.save(key, bound, derived, info)
+
+Model identity: the sha256 of the model file and its external data files. For a path, an index
+(``models/index.json``) remembers each file's size, mtime, ctime and inode with the digest, as
+git's index does: an unchanged file is not re-read, so a warm start skips reading and hashing a
+large model. Any change to a file's stat signature re-hashes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import threading
+import warnings
+
+from .. import config
+from .fs import atomic_write
+from .key import CacheKey, make_key, source_hash
+from .store import CacheStore, _stat_sig, safe_join  # noqa: F401
+
+_INDEX_LOCK = threading.Lock()
+
+
+class VariantCache:
+    def __init__(self, root: str, backend: str, options: dict):
+        self.root = root
+        self.store = CacheStore(root)
+        self.backend = backend
+        self.options = options
+
+    @classmethod
+    def open(cls, cache_dir: str | None, backend: str, options: dict) -> "VariantCache":
+        return cls(config.cache_root(cache_dir), backend, options)
+
+    # -- model identity --------------------------------------------------------------------------
+    def known_digest(self, source) -> str | None:
+        """The model's digest without reading it: bytes and ModelProtos are hashed (they are in
+        memory); a path is looked up in the stat index. None: unknown, read the model."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return "sha256:" + hashlib.sha256(source).hexdigest()
+        if not isinstance(source, (str, os.PathLike)):
+            if hasattr(source, "SerializeToString"):
+                return "sha256:" + hashlib.sha256(source.SerializeToString(deterministic=True)).hexdigest()
+            return None
+        rec = self._index().get(os.path.realpath(source))
+        if not rec:
+            return None
+        try:
+            if all(_stat_sig(f) == sig for f, sig in rec["files"]):
+                return rec["digest"]
+        except (OSError, TypeError, ValueError):
+            pass
+        return None
+
+    def record_files(self, source, files: list[str]) -> str:
+        """Hash the files a path-loaded model was read from and remember them in the index."""
+        h = hashlib.sha256()
+        sigs = []
+        for f in files:
+            sig = _stat_sig(f)
+            h.update(os.path.basename(f).encode() + b"\0")
+            with open(f, "rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    h.update(chunk)
+            h.update(b"\0")
+            if _stat_sig(f) == sig:  # unchanged while we read it
+                sigs.append([os.path.realpath(f), sig])
+        digest = "sha256:" + h.hexdigest()
+        if len(sigs) == len(files):
+            with _INDEX_LOCK:
+                index = self._index()
+                index[os.path.realpath(source)] = {"files": sigs, "digest": digest}
+                if len(index) > 1000:  # forget the oldest paths (insertion order)
+                    for k in list(index)[: len(index) - 1000]:
+                        del index[k]
+                with contextlib.suppress(OSError):
+                    atomic_write(self._index_path(), json.dumps(index))
+        return digest
+
+    def _index_path(self) -> str:
+        return os.path.join(self.root, "models", "index.json")
+
+    def _index(self) -> dict:
+        try:
+            with open(self._index_path()) as f:
+                index = json.load(f)
+            return index if isinstance(index, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    # -- interface records -----------------------------------------------------------------------
+    def _interface_path(self, digest: str) -> str:
+        name = hashlib.sha256(f"{digest} {source_hash()}".encode()).hexdigest()
+        return os.path.join(self.root, "models", name + ".pkl")
+
+    def load_interface(self, digest: str):
+        """The ModelInterface recorded for ``digest`` by this jitort source; None if absent or
+        unreadable (then the model is parsed and the record rewritten)."""
+        path = self._interface_path(digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        body, _, check = data.rpartition(b"\n#")
+        if hashlib.sha256(body).hexdigest().encode() != check:
+            warnings.warn(f"jitort cache: model record {path} fails its checksum; it is rebuilt",
+                          RuntimeWarning, stacklevel=3)
+            return None
+        try:
+            iface = pickle.loads(body)
+        except Exception:  # noqa: BLE001
+            return None
+        return iface if getattr(iface, "digest", None) == digest else None
+
+    def save_interface(self, digest: str, iface) -> None:
+        iface.digest = digest
+        body = pickle.dumps(iface, protocol=pickle.HIGHEST_PROTOCOL)
+        with contextlib.suppress(OSError):
+            atomic_write(self._interface_path(digest), body + b"\n#" + hashlib.sha256(body).hexdigest().encode())
+
+    # -- variants --------------------------------------------------------------------------------
+    def key(self, digest: str, signature, tuning: str = "") -> CacheKey:
+        return make_key(model=digest, signature=signature, backend=self.backend,
+                        options=self.options, tuning=tuning)
+
+    def load(self, key: CacheKey):
+        entry = self.store.load(key)
+        return None if entry is None else entry.obj
+
+    def lock(self, key: CacheKey):
+        return self.store.lock(key.digest)
+
+    def save(self, key: CacheKey, bound, derived: dict, info: dict) -> None:
+        try:
+            self.store.save(key, {"bound": bound, "derived": derived}, info)
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+            warnings.warn(f"jitort cache: could not write the compiled variant to {self.root} "
+                          f"({type(exc).__name__}: {exc}); it stays in memory only",
+                          RuntimeWarning, stacklevel=3)
