@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,10 +23,14 @@ from .errors import JitortError
 from .inputs import bind_feeds, to_value, validate
 from .ir.graph import Model
 from .ir.infer import BoundGraph, bind
-from .passes.base import EXTENDED, LAYOUT, NONE
-from .passes.pipeline import OptimizeResult, optimize
-from .ir.onnx_import import import_model
 from .ir.types import type_of
+from .passes.base import EXTENDED, LAYOUT, NONE
+
+if TYPE_CHECKING:
+    from .passes.pipeline import OptimizeResult
+
+# The optimizer and the ONNX importer are imported where they are used: a warm start (every
+# plan from the disk cache) needs neither, and they pull in onnx (0.6 s, see lazy.py).
 
 #: The reference backend gains nothing from the layout level (its Conv is NCHW); the CPU
 #: backend's convolutions are NHWC, so it defaults to the layout level.
@@ -141,6 +145,8 @@ class CompiledModel:
                 iface = self._cache.load_interface(self.model_digest)
                 if iface is not None:
                     return iface
+        from .ir.onnx_import import import_model
+
         files: list = []
         self._ir = import_model(self._source, files)
         self._check_ops()
@@ -159,6 +165,8 @@ class CompiledModel:
     def ir(self) -> Model:
         """The imported model (parsed on first use when a warm start skipped it)."""
         if self._ir is None:
+            from .ir.onnx_import import import_model
+
             self._ir = import_model(self._source)
         return self._ir
 
@@ -237,16 +245,19 @@ class CompiledModel:
 
     def _build(self, sig: Signature, key=None) -> _Variant:
         """Optimize and build the plan; with ``key``, write it to the disk cache."""
+        from .passes.pipeline import optimize
+
         bound = bind(self.graph, dict(sig.entries))
         result = optimize(bound, self.opt_level)
         self.stats.optimized += 1
+        if self.options.get("tune") and getattr(self.backend, "name", "") == "cpu":
+            from .tune import tune_bound  # winners go to the tuning database; the plan uses them
+
+            tune_bound(result.bound, self.backend.threads, self.options.get("cache_dir"))
+            if key is not None:
+                key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
         if key is None:
             return _Variant(sig, result.bound, self.backend.build_plan(result.bound), result)
-        if self.options.get("tune"):
-            from .tune import tune_bound
-
-            tune_bound(result.bound, getattr(self.backend, "threads", 1), self.options.get("cache_dir"))
-            key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
         derived: dict = {}
         t0 = time.perf_counter()
         plan = self.backend.build_plan(result.bound, derived=derived)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnx
+from ..lazy import onnx
 
 from ..errors import ExecutionError, JitortError, UnsupportedOpError
 from ..ir.functions import schema_defaults, schema_function

@@ -92,6 +92,10 @@ class CacheStore:
         self.root = root
         env = os.environ.get("JITORT_CACHE_MAX_SIZE")
         self.max_size = max_size if max_size is not None else (parse_size(env) if env else DEFAULT_MAX_SIZE)
+        # the size cap is checked at the first save of a process, then after every max_size/64
+        # bytes written (so the cache may overshoot its cap by that much between checks)
+        self._saved_bytes = 0
+        self._next_prune_check = 0
 
     # -- paths ---------------------------------------------------------------------------------
     def entry_dir(self, key: str) -> str:
@@ -163,7 +167,10 @@ class CacheStore:
             raise
         _record_verified(final, meta)  # we just hashed what we wrote
         STATS.saved += 1
-        self.prune(keep={key.digest})
+        self._saved_bytes += sum(f["size"] for f in files.values())
+        if self._saved_bytes >= self._next_prune_check:  # a walk of every entry: not every save
+            self._next_prune_check = self._saved_bytes + max(self.max_size // 64, 1)
+            self.prune(keep={key.digest})
         return final
 
     # -- listing and pruning ----------------------------------------------------------------------

@@ -10,8 +10,9 @@ from __future__ import annotations
 import itertools
 from typing import Callable
 
-import onnx
-from onnx import AttributeProto, FunctionProto, NodeProto
+from ..lazy import AttributeProto, LazyObject, onnx
+
+FunctionProto = LazyObject("onnx", "FunctionProto")
 
 from ..ops.attrs import attribute_value
 from .graph import Node

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-import onnx
-from onnx import helper
-
+from ..lazy import onnx, onnx_helper as helper
 from .graph import Graph, Model, Node
 
 JITORT_DOMAIN = "jitort"

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
+from ..lazy import onnx
 
 from ..ops import registry
 from ..ops.registry import InferContext, KernelContext
@@ -74,6 +74,9 @@ def _infer_node(node: Node, opsets: dict, b: BoundGraph) -> list[ValueType]:
     consts = [b.consts.get(i) if i else None for i in node.inputs]
     entry = registry.find(node.op_type, node.domain, version)
     n_out = len(node.outputs)
+    if entry is not None and getattr(entry.infer, "replaces_onnx", False):
+        # an inference that stands in for ONNX's below (constants are still evaluated)
+        return _infer_generic(node, version, opsets, in_types, consts, b, entry, n_out)
     if entry is not None and entry.infer is not None:
         try:
             ctx = InferContext(num_outputs=n_out, opset=version, node_name=node.name, consts=consts)
@@ -86,8 +89,24 @@ def _infer_node(node: Node, opsets: dict, b: BoundGraph) -> list[ValueType]:
         if node.outputs and node.outputs[0]:
             b.consts[node.outputs[0]] = shape_value
         return _pad([type_of(shape_value)], n_out)
+    return _infer_generic(node, version, opsets, in_types, consts, b, entry, n_out)
+
+
+def _infer_generic(node, version, opsets, in_types, consts, b, entry, n_out) -> list[ValueType]:
+    """Evaluate small constant inputs, else predict the types: ONNX's schema inference, or an
+    infer marked ``replaces_onnx`` (ops/broadcast_infer.py) when the op has one."""
+    if entry is not None and getattr(entry.infer, "replaces_onnx", False):
+        def predict():
+            try:
+                ctx = InferContext(num_outputs=n_out, opset=version, node_name=node.name, consts=consts)
+                return list(entry.infer(ctx, *in_types, **registry.attr_kwargs(node.attrs)))
+            except Exception:  # noqa: BLE001 - ONNX's inference reports it as it would
+                return _onnx_infer(node, version, opsets, in_types, consts)
+    else:
+        def predict():
+            return _onnx_infer(node, version, opsets, in_types, consts)
     if entry is not None and _can_evaluate(node, consts):
-        predicted = _onnx_infer(node, version, opsets, in_types, consts)
+        predicted = predict()
         if any(not _small(t) for t in predicted):
             return _pad(predicted, n_out)  # a large constant: known type, never materialized here
         values = _evaluate(entry, node, consts, version)
@@ -96,7 +115,7 @@ def _infer_node(node: Node, opsets: dict, b: BoundGraph) -> list[ValueType]:
                 if name and isinstance(v, np.ndarray) and v.size <= CONST_LIMIT:
                     b.consts[name] = v
             return _pad([type_of(v) for v in values], n_out)
-    return _pad(_onnx_infer(node, version, opsets, in_types, consts), n_out)
+    return _pad(predict(), n_out)
 
 
 def _shape_of_static(node: Node, in_types: list) -> np.ndarray | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from onnx import AttributeProto, numpy_helper
+from ..lazy import AttributeProto, numpy_helper
 
 A = AttributeProto
 

@@ -16,20 +16,39 @@ Rules (ONNX Cast spec):
 
 from __future__ import annotations
 
-import ml_dtypes
+import functools
+import sys
+from types import SimpleNamespace
+
 import numpy as np
-from onnx import TensorProto
 
 from ..dtypes import np_dtype
+from ..lazy import ml_dtypes
 from .registry import op
 
 F32 = np.dtype(np.float32)
-_FLOAT8 = {np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
-                                 ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz)}
-_E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu)
-_SUBBYTE_INT = {np.dtype(ml_dtypes.int4): (4, True), np.dtype(ml_dtypes.uint4): (4, False),
-                np.dtype(ml_dtypes.int2): (2, True), np.dtype(ml_dtypes.uint2): (2, False)}
-_FLOAT4 = np.dtype(ml_dtypes.float4_e2m1fn)
+
+
+def _ml():
+    """Tables of the ml_dtypes types. Empty while ml_dtypes is not imported: no array or ONNX
+    type code can carry one of its types before then, and importing it costs 0.5 s."""
+    return _ml_tables() if "ml_dtypes" in sys.modules else _NO_ML
+
+
+@functools.cache
+def _ml_tables() -> SimpleNamespace:
+    sub = {np.dtype(ml_dtypes.int4): (4, True), np.dtype(ml_dtypes.uint4): (4, False),
+           np.dtype(ml_dtypes.int2): (2, True), np.dtype(ml_dtypes.uint2): (2, False)}
+    f4 = np.dtype(ml_dtypes.float4_e2m1fn)
+    return SimpleNamespace(
+        FLOAT8={np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
+                                      ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz)},
+        E8M0=np.dtype(ml_dtypes.float8_e8m0fnu), SUBBYTE_INT=sub, FLOAT4=f4,
+        SUBBYTE_BITS={**{dt: b for dt, (b, _) in sub.items()}, f4: 4})
+
+
+_STRING = 8  # TensorProto.STRING
+_NO_ML = SimpleNamespace(FLOAT8=set(), E8M0=None, SUBBYTE_INT={}, FLOAT4=None, SUBBYTE_BITS={})
 _STR = np.dtype(object)
 
 
@@ -38,7 +57,7 @@ def _is_str(dt: np.dtype) -> bool:
 
 
 def _narrow_int(dt: np.dtype) -> bool:
-    return dt in _SUBBYTE_INT
+    return dt in _ml().SUBBYTE_INT
 
 
 def _as_compute(x: np.ndarray) -> np.ndarray:
@@ -46,8 +65,8 @@ def _as_compute(x: np.ndarray) -> np.ndarray:
     dt = x.dtype
     if dt.kind != "V":
         return x
-    if dt in _SUBBYTE_INT:
-        return x.astype(np.int8 if _SUBBYTE_INT[dt][1] else np.uint8)
+    if dt in _ml().SUBBYTE_INT:
+        return x.astype(np.int8 if _ml().SUBBYTE_INT[dt][1] else np.uint8)
     return x.astype(F32)
 
 
@@ -76,7 +95,7 @@ def _to_e8m0(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
     e = np.where(special, 0xFF, e)
     if saturate:
         e = np.where(isinf, 0xFE, e)
-    return e.astype(np.uint8).view(_E8M0)
+    return e.astype(np.uint8).view(_ml().E8M0)
 
 
 # ---------------------------------------------------------------- strings
@@ -129,7 +148,7 @@ def _from_string(x: np.ndarray, dst: np.dtype, **kw) -> np.ndarray:
     if dst.kind in "iu" or _narrow_int(dst):
         # wrap modulo 2**64, then let the integer cast discard the high bits
         vals = np.array([_parse_int(s) % (1 << 64) for s in flat], dtype=np.uint64)
-        base = vals.astype(np.int64) if (dst.kind == "i" or _SUBBYTE_INT.get(dst, (0, False))[1]) else vals
+        base = vals.astype(np.int64) if (dst.kind == "i" or _ml().SUBBYTE_INT.get(dst, (0, False))[1]) else vals
         return cast_array(base.reshape(x.shape), dst)
     vals = np.array([_parse_float(s) for s in flat], dtype=np.float64).reshape(x.shape)
     return cast_array(vals, dst, **kw)
@@ -151,31 +170,31 @@ def cast_array(x: np.ndarray, dst, saturate: int = 1, round_mode: str = "up") ->
     with np.errstate(all="ignore"):
         if dst == np.bool_:
             return np.asarray(_as_compute(x) != 0)
-        if dst in _FLOAT8:
+        if dst in _ml().FLOAT8:
             xf = x if src.kind == "f" else _as_compute(x).astype(
                 np.float64 if src.kind in "iu" else F32)
             if saturate:
                 fmax = float(ml_dtypes.finfo(dst).max)
                 return np.clip(xf, -fmax, fmax).astype(dst)  # NaN passes through; Inf clamps
             return xf.astype(dst)
-        if dst == _E8M0:
+        if dst == _ml().E8M0:
             return _to_e8m0(_as_compute(x).astype(F32), bool(saturate), round_mode)
         if dst.kind == "V":  # bfloat16, float4/float6, int4/uint4/int2/uint2
             xc = _as_compute(x)
-            if dst in _SUBBYTE_INT and xc.dtype.kind == "f":
+            if dst in _ml().SUBBYTE_INT and xc.dtype.kind == "f":
                 # out of range is undefined by the spec: ml_dtypes decides (as ONNX's own
                 # reference and test data do); in range it truncates toward zero
                 return np.trunc(xc).astype(dst)
             elif xc.dtype == np.bool_:
                 xc = xc.astype(np.int8)
-            elif dst in _SUBBYTE_INT and xc.dtype == np.uint64:
+            elif dst in _ml().SUBBYTE_INT and xc.dtype == np.uint64:
                 xc = xc.astype(np.int64)  # wraps; the low bits are what survive
             return xc.astype(dst)
         return _as_compute(x).astype(dst)
 
 
 def _cast(x, to, saturate, round_mode):
-    dst = np.dtype(object) if to == TensorProto.STRING else np_dtype(to)
+    dst = np_dtype(to)  # STRING (8) -> object
     return cast_array(x, dst, saturate, round_mode)
 
 
@@ -211,17 +230,16 @@ def cast_like_24(x, target, *, saturate=1, round_mode="up"):
 
 # ---------------------------------------------------------------- BitCast
 
-_SUBBYTE_BITS = {**{dt: b for dt, (b, _) in _SUBBYTE_INT.items()}, _FLOAT4: 4}
 
 
 def _bit_width(dt: np.dtype) -> int:
-    return _SUBBYTE_BITS.get(dt, dt.itemsize * 8)
+    return _ml().SUBBYTE_BITS.get(dt, dt.itemsize * 8)
 
 
 @op("BitCast", since=26)
 def bit_cast(x, *, to):
     """Reinterpret the (little-endian) bits of each element as type ``to``."""
-    if to == TensorProto.STRING or _is_str(x.dtype):
+    if to == _STRING or _is_str(x.dtype):
         raise TypeError("BitCast does not support string tensors")
     dst = np_dtype(to)
     src = x.dtype
@@ -231,13 +249,13 @@ def bit_cast(x, *, to):
     x = x if x.flags.c_contiguous else x.copy()
     if src.byteorder == ">":
         x = x.astype(src.newbyteorder("<"))
-    if dst in _SUBBYTE_BITS:
+    if dst in _ml().SUBBYTE_BITS:
         nbits = _bit_width(dst)
         u = x.view(np.uint8) & np.uint8((1 << nbits) - 1)
-        if dst in _SUBBYTE_INT and _SUBBYTE_INT[dst][1]:  # sign-extend the low bits
+        if dst in _ml().SUBBYTE_INT and _ml().SUBBYTE_INT[dst][1]:  # sign-extend the low bits
             half = 1 << (nbits - 1)
             return ((u.astype(np.int8) ^ half) - half).astype(np.int8).astype(dst)
-        if dst == _FLOAT4:
+        if dst == _ml().FLOAT4:
             return u.view(dst)
         return u.astype(dst)
     if dst == np.bool_:

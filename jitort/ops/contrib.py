@@ -10,11 +10,13 @@ Attention-like ops live in contrib_attention.py, quantized ones in contrib_quant
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
+from ..lazy import LazyObject
 from .fastmath import erf
 from .contrib_common import MS, bshape, dtype_of, like, matmul_shape, same_as, shape_of, tt, wide
 from .registry import op
+
+expit = LazyObject("scipy.special", "expit")  # scipy costs 0.25 s to import: only when called
 
 _SQRT1_2 = 0.7071067811865476
 

@@ -9,10 +9,12 @@ Integer products accumulate exactly (int64 or float64, never float32 for large K
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
+from ..lazy import LazyObject
 from .contrib_common import MS, bshape, dtype_of, like, matmul_shape, mul, shape_of, tt, wide
 from .registry import op
+
+expit = LazyObject("scipy.special", "expit")  # scipy costs 0.25 s to import: only when called
 
 
 def _f(x):

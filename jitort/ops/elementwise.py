@@ -368,3 +368,14 @@ def where(cond, x, y):
     if dt.kind in "OUS" or y.dtype.kind in "OUS":  # strings: never truncate to a fixed width
         return np.asarray(np.where(c, x.astype(object), y.astype(object)), dtype=object)
     return out(np.where(c, x, y.astype(dt, copy=False)), dt)
+
+
+def _attach_infers() -> None:
+    from .broadcast_infer import INFERS
+    from .registry import register_infer
+
+    for (name, since), fn in INFERS.items():
+        register_infer(name, since)(fn)
+
+
+_attach_infers()

@@ -8,7 +8,11 @@ scipy's double-precision erf on this machine; float64 inputs use scipy.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf as _erf64
+
+from ..lazy import LazyObject
+
+_erf64 = LazyObject("scipy.special", "erf")  # scipy costs 0.25 s to import: only when called
+
 
 # erf(x) = 2/sqrt(pi) * (x - x^3/3 + x^5/10 - x^7/42 + x^9/216 - x^11/1320 + x^13/9360), |x| < 0.5
 _TAYLOR = np.array([1, -1 / 3, 1 / 10, -1 / 42, 1 / 216, -1 / 1320, 1 / 9360], np.float64) * (2 / np.sqrt(np.pi))

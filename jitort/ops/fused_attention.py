@@ -33,7 +33,7 @@ Math runs in float32 for half types (float64 for double); Y is rounded once at t
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper
+from ..lazy import TensorProto, onnx_helper as helper
 
 from ..ir.fused_export import onnx_body
 from ..ir.types import TensorType

@@ -20,7 +20,7 @@ exactly (BatchNormalization folding aside, which is a reassociation).
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from ..lazy import onnx_helper as helper
 
 from ..ir.fused_export import onnx_body
 from .conv import window_geometry

@@ -18,7 +18,7 @@ wrap the ONNX op in Transposes.
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from ..lazy import onnx_helper as helper
 
 from ..ir.fused_export import onnx_body
 from .conv import window_geometry

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from ..lazy import onnx_helper as helper
 
 from ..ir.fused_export import onnx_body
 from .contrib_common import dtype_of, like, matmul_shape, shape_of, tt, wide

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from onnx import helper
+from ..lazy import onnx_helper as helper
 
 from ..ir.fused_export import onnx_body
 from .contrib_common import bshape, dtype_of, like, shape_of, tt, wide

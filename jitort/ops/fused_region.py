@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from onnx import helper
+from ..lazy import onnx_helper as helper
 
 from ..ir import fused_export
 from ..ir.fused_export import JITORT_DOMAIN, onnx_body

@@ -9,26 +9,43 @@ from __future__ import annotations
 
 import math
 
-import ml_dtypes
+import functools
+import sys
+from types import SimpleNamespace
+
 import numpy as np
 
 from ..dtypes import np_dtype
+from ..lazy import ml_dtypes
 from .registry import op
 
-_F8 = {np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
-                             ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz)}
-_SMALL_FLOATS = {np.dtype(t) for t in (ml_dtypes.float4_e2m1fn, ml_dtypes.float6_e2m3fn,
-                                       ml_dtypes.float6_e3m2fn)}
-_INT_RANGES = {
+_INTS = {
     np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
     np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767),
-    np.dtype(ml_dtypes.uint4): (0, 15), np.dtype(ml_dtypes.int4): (-8, 7),
-    np.dtype(ml_dtypes.uint2): (0, 3), np.dtype(ml_dtypes.int2): (-2, 1),
 }
 
 
+def _ml():
+    """Tables of the ml_dtypes types (empty until ml_dtypes is imported: see cast.py)."""
+    return _ml_tables() if "ml_dtypes" in sys.modules else _NO_ML
+
+
+@functools.cache
+def _ml_tables() -> SimpleNamespace:
+    return SimpleNamespace(
+        F8={np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
+                                  ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz)},
+        SMALL_FLOATS={np.dtype(t) for t in (ml_dtypes.float4_e2m1fn, ml_dtypes.float6_e2m3fn,
+                                            ml_dtypes.float6_e3m2fn)},
+        INT_RANGES={**_INTS, np.dtype(ml_dtypes.uint4): (0, 15), np.dtype(ml_dtypes.int4): (-8, 7),
+                    np.dtype(ml_dtypes.uint2): (0, 3), np.dtype(ml_dtypes.int2): (-2, 1)})
+
+
+_NO_ML = SimpleNamespace(F8=set(), SMALL_FLOATS=set(), INT_RANGES=_INTS)
+
+
 def _is_int(dt) -> bool:
-    return dt in _INT_RANGES or dt.kind in "iu"
+    return dt in _ml().INT_RANGES or dt.kind in "iu"
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -61,7 +78,7 @@ def _param(p: np.ndarray | None, shape: tuple, axis: int, block_size: int) -> np
 
 def _saturate_int(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Rounded float values -> integer ``dtype`` with clamping (NaN maps to 0); may modify v."""
-    lo, hi = _INT_RANGES[dtype]
+    lo, hi = _ml().INT_RANGES[dtype]
     v = np.clip(v, lo, hi, out=v if v.flags.writeable and v.dtype.kind == "f" else None)
     if v.size and np.isnan(v.sum(dtype=np.float64)):
         v = np.nan_to_num(v, nan=0.0)
@@ -70,7 +87,7 @@ def _saturate_int(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _to_float_type(v: np.ndarray, dtype: np.dtype, saturate: bool) -> np.ndarray:
     """float32/64 -> float8/float4/float6 with round-to-nearest-even; saturate clamps to +-max."""
-    if saturate and dtype in _F8:
+    if saturate and dtype in _ml().F8:
         m = float(ml_dtypes.finfo(dtype).max)
         v = np.clip(v, -m, m)  # NaN stays NaN
     return v.astype(dtype)
@@ -93,16 +110,16 @@ def _quantize_core(x, scale, zp, dtype, axis, saturate, block_size, precision):
         q = _f32(x) / _f32(scale)
         if pdt in (np.float16, ml_dtypes.bfloat16):
             q = _f32(q.astype(pdt))  # division at the scale's precision
-    if dtype in _INT_RANGES:
+    if dtype in _ml().INT_RANGES:
         q = np.asarray(q)
         q = np.rint(q, out=q) if q.ndim else np.rint(q).reshape(())
         if zp is not None:
             q += zp.astype(q.dtype)
         return _saturate_int(q, dtype)
-    if dtype in _F8 or dtype in _SMALL_FLOATS:
+    if dtype in _ml().F8 or dtype in _ml().SMALL_FLOATS:
         if zp is not None and np.any(_f32(zp) != 0):
             q = q + _f32(zp)
-        return _to_float_type(q, dtype, bool(saturate) or dtype in _SMALL_FLOATS)
+        return _to_float_type(q, dtype, bool(saturate) or dtype in _ml().SMALL_FLOATS)
     raise TypeError(f"QuantizeLinear: unsupported output type {dtype}")
 
 
@@ -279,7 +296,7 @@ def _row_param(p: np.ndarray, ndim: int) -> np.ndarray:
 def _requant(acc, mult, y_zero_point, out_dtype, saturate=True):
     """Rescale exact accumulators and quantize to the output type."""
     v = acc * mult.astype(np.float64)
-    if out_dtype in _INT_RANGES:
+    if out_dtype in _ml().INT_RANGES:
         v = np.rint(v)
         if y_zero_point is not None:
             v = v + y_zero_point.astype(np.float64)

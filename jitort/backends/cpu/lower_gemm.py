@@ -6,27 +6,118 @@ packed at every call. A is read in place; batched A [..., M, K] @ B [K, N] is on
 M = prod(leading dims). The bias, a GEMM activation (Relu, Gelu, GeluTanh), alpha and the
 residual are fused into the tile store; other activations (Sigmoid, Tanh, LeakyRelu, Clip) run
 as a NumPy pass over the output with the reference's formula.
+
+Tile configs: ``gemm_plan`` and ``conv_plan`` take the winner from the tuning database of the
+cache (jitort/tuning_db.py, written by ``jitort tune``) when it has the kernel's signature, else
+the default (``gemm.choose_config``). Under ``collect_kernels()`` they record what they would
+build and abort the lowering instead (``KernelRequest``): that is how the tuner finds the
+kernels of a graph, through the lowerings themselves. Each step keeps its plan as ``fn.plan``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
+
 import numpy as np
 
+from ... import tuning_db
 from ...ops.conv import window_geometry
 from ...ops.fused_matmul import apply_activation
-from .gemm import FUSED_MATMUL_ACTIVATIONS, Epilogue, GemmPlan
+from .gemm import FUSED_MATMUL_ACTIVATIONS, VW, Epilogue, GemmPlan
 from .lowering import F32, Unsupported, arg, attr, lowers, only_attrs, out_buffer, size
 
 _PLANS: dict[tuple, GemmPlan] = {}
+_COLLECT = threading.local()
+
+
+class KernelRequest(Unsupported):
+    """Raised by gemm_plan / conv_plan under ``collect_kernels()``: ``kind`` ("gemm" or "conv")
+    and ``plan_args``, the arguments the plan would have been built with."""
+
+    def __init__(self, kind: str, plan_args: dict):
+        super().__init__(f"collected {kind} kernel")
+        self.kind, self.plan_args = kind, plan_args
+
+
+@contextlib.contextmanager
+def collect_kernels():
+    """While active (in this thread), gemm_plan and conv_plan raise KernelRequest."""
+    prev = getattr(_COLLECT, "on", False)
+    _COLLECT.on = True
+    try:
+        yield
+    finally:
+        _COLLECT.on = prev
+
+
+def _tuned(key: str, cache_dir):
+    try:
+        return tuning_db.lookup(cache_dir, key)
+    except Exception as exc:  # noqa: BLE001 - a database problem never breaks a compile
+        warnings.warn(f"jitort: tuning database lookup failed ({type(exc).__name__}: {exc}); "
+                      f"using the default config", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def gemm_plan(M, K, N, epilogue, threads, cache_dir) -> GemmPlan:
-    """One GemmPlan per (shape, epilogue, threads) in this process (compiling is the cost)."""
-    key = (M, K, N, epilogue, threads)
+    """One GemmPlan per (shape, epilogue, threads, tile config) in this process (compiling is the
+    cost); the config is the tuning database's winner for the shape, else the default."""
+    if getattr(_COLLECT, "on", False):
+        raise KernelRequest("gemm", dict(M=M, K=K, N=N, epilogue=epilogue, threads=threads))
+    cfg = _tuned(tuning_db.gemm_key(M, K, N, threads, VW), cache_dir)
+    key = (M, K, N, epilogue, threads, cfg and (cfg.MR, cfg.NR, cfg.KC, cfg.MC))
+    plan = _PLANS.get(key)
+    if plan is None:
+        try:
+            plan = GemmPlan(M, K, N, epilogue=epilogue, threads=threads, cache_dir=cache_dir, config=cfg)
+        except ValueError as exc:
+            if cfg is None:
+                raise
+            warnings.warn(f"jitort: tuned config {cfg} for gemm {M}x{K}x{N} is unusable ({exc}); "
+                          f"using the default", RuntimeWarning, stacklevel=2)
+            return gemm_plan_default(M, K, N, epilogue, threads, cache_dir)
+        _PLANS[key] = plan
+    return plan
+
+
+def gemm_plan_default(M, K, N, epilogue, threads, cache_dir) -> GemmPlan:
+    key = (M, K, N, epilogue, threads, None)
     plan = _PLANS.get(key)
     if plan is None:
         plan = _PLANS[key] = GemmPlan(M, K, N, epilogue=epilogue, threads=threads, cache_dir=cache_dir)
     return plan
+
+
+def conv_plan(x_shape, w_shape, strides, pads, dilations, group, activation, activation_params,
+              has_bias, has_residual, threads, cache_dir):
+    """A ConvPlan; a group-1 conv takes the tuning database's tile config for its geometry."""
+    args = dict(x_shape=tuple(x_shape), w_shape=tuple(w_shape), strides=tuple(strides),
+                pads=tuple(pads), dilations=tuple(dilations), group=group, activation=activation,
+                activation_params=tuple(activation_params), has_bias=has_bias,
+                has_residual=has_residual, threads=threads)
+    if getattr(_COLLECT, "on", False):
+        raise KernelRequest("conv", args)
+    cfg = None
+    if group == 1:
+        cfg = _tuned(tuning_db.conv_key(x_shape, w_shape, strides, pads, dilations, threads, VW), cache_dir)
+    try:
+        return build_conv_plan(args, cache_dir, cfg)
+    except ValueError as exc:
+        if cfg is None:
+            raise
+        warnings.warn(f"jitort: tuned config {cfg} for conv {x_shape} * {w_shape} is unusable "
+                      f"({exc}); using the default", RuntimeWarning, stacklevel=2)
+        return build_conv_plan(args, cache_dir, None)
+
+
+def build_conv_plan(args: dict, cache_dir, config):
+    """ConvPlan from conv_plan's argument dict (a KernelRequest's ``plan_args``)."""
+    from .conv import ConvPlan
+
+    rest = {k: v for k, v in args.items() if k not in ("x_shape", "w_shape")}
+    return ConvPlan(args["x_shape"], args["w_shape"], **rest, cache_dir=cache_dir, config=config)
 
 
 def _vector(ctx, name: str, n: int, what: str):
@@ -80,7 +171,8 @@ def _matmul(node, ctx):
         B = B.reshape(sb[-2:])
         return plan.pack_b(B.T if trans_b else B)
 
-    packed = pack(cb) if cb is not None else None
+    packed = None if cb is None else ctx.derive(
+        f"gemm_pack {b} {'T' if trans_b else 'N'} K={K} N={N} NR={plan.NR}", lambda: pack(cb))
     y = node.outputs[0]
 
     def run(env, bufs):
@@ -92,6 +184,7 @@ def _matmul(node, ctx):
             out[...] = apply_activation(out, act, params)
         env[y] = out
 
+    run.plan = plan
     return run
 
 
@@ -117,7 +210,7 @@ class _Node:
 
 @lowers("jitort", "FusedConv")
 def _fused_conv(node, ctx):
-    from .conv import ACTIVATIONS, ConvPlan
+    from .conv import ACTIVATIONS
 
     only_attrs(node, {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides",
                       "activation", "activation_params", "channels_last"})
@@ -141,16 +234,20 @@ def _fused_conv(node, ctx):
         attr(node, "pads"), attr(node, "auto_pad", "NOTSET"))
     group = int(attr(node, "group", 1))
     try:
-        plan = ConvPlan(sx, sw, strides=strides, pads=(pb[0], pb[1], pe[0], pe[1]), dilations=dil,
-                        group=group, activation=act,
-                        activation_params=attr(node, "activation_params", ()) or (),
-                        has_bias=B is not None, has_residual=bool(z), threads=ctx.threads,
-                        cache_dir=ctx.cache_dir)
+        plan = conv_plan(sx, sw, strides=strides, pads=(pb[0], pb[1], pe[0], pe[1]), dilations=dil,
+                         group=group, activation=act,
+                         activation_params=attr(node, "activation_params", ()) or (),
+                         has_bias=B is not None, has_residual=bool(z), threads=ctx.threads,
+                         cache_dir=ctx.cache_dir)
+    except KernelRequest:
+        raise
     except NotImplementedError as exc:
         raise Unsupported(str(exc)) from None
     if plan.y_shape != sy:
         raise Unsupported(f"output {plan.y_shape} against the bound {sy}")
-    packed = plan.pack_weights(W, None if B is None else B.reshape(-1))
+    tag = f"conv_pack {w} {plan.kind} NR={getattr(plan, 'NR', 0)}"
+    bvec = None if B is None else np.ascontiguousarray(B.reshape(-1), np.float32)
+    packed = (ctx.derive(tag, lambda: plan.pack_weights(W, bvec)[0]), bvec)
     y = node.outputs[0]
 
     def run(env, bufs):
@@ -158,4 +255,5 @@ def _fused_conv(node, ctx):
         plan(arg(env, x), packed, out=out, residual=arg(env, z) if z else None)
         env[y] = out
 
+    run.plan = plan
     return run
