@@ -1,7 +1,7 @@
 .PHONY: demo test bench conformance
 
-demo:  ## install, then load the bundled example model, run it and print outputs and timings
-	python3 -m pip install -e . && python3 -m jitort run --example resnet50 --runs 20
+demo:  ## install, compile the bundled example into cache/, benchmark it against onnxruntime
+	python3 -m pip install -e ".[bench]" && python3 -m jitort warmup --example resnet50 --cache-dir cache && python3 -m jitort bench --example resnet50 --vs onnxruntime --cache-dir cache
 
 test:  ## install with test extras and run the whole suite
 	python3 -m pip install -e ".[test]" && python3 -m pytest -q

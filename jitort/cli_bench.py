@@ -28,7 +28,8 @@ def _positive(minimum: int):
 def register(sub) -> None:
     b = sub.add_parser("bench", help="time jitort (optionally against onnxruntime) on a model, one process per run",
                        description=__doc__.split("The measurement")[0].strip().replace("``", ""))
-    b.add_argument("model", help="path to an .onnx file")
+    b.add_argument("model", nargs="?", help="path to an .onnx file")
+    b.add_argument("--example", help="a bundled example instead of a path: resnet50 or mlp")
     b.add_argument("--shape", action="append", type=parse_shape, metavar="NAME=D1xD2...",
                    help="shape of an input (repeatable); symbolic dims not given default to 1")
     b.add_argument("--shapes-from", metavar="FILE.json",
@@ -67,6 +68,12 @@ def cmd_bench(args) -> int:
     from . import bench
     from .inspect import load_shapes_file
 
+    if args.example:
+        from .examples import example_path
+
+        args.model = str(example_path(args.example))
+    if args.model is None:
+        raise JitortError("give a MODEL path or --example NAME")
     if not os.path.isfile(args.model):
         raise JitortError(f"no such model file: {args.model}")
     if args.vs == "onnxruntime":

@@ -6,10 +6,18 @@ from __future__ import annotations
 import json
 import sys
 
+from .errors import JitortError
+
 
 def cmd_warmup(args) -> int:
     from .warmups import load_signatures_file, warmup
 
+    if args.example:
+        from .examples import example_path
+
+        args.model = str(example_path(args.example))
+    if args.model is None:
+        raise JitortError("give a MODEL path or --example NAME")
     sigs = load_signatures_file(args.shapes_from) if args.shapes_from else []
     if args.shape:
         sigs.append(dict(args.shape))
@@ -32,7 +40,8 @@ def register(sub) -> None:
     from .cli import parse_shape
 
     w = sub.add_parser("warmup", help="compile signatures of a model into the disk cache ahead of time")
-    w.add_argument("model", help="path to an .onnx file")
+    w.add_argument("model", nargs="?", help="path to an .onnx file")
+    w.add_argument("--example", help="a bundled example instead of a path: resnet50 or mlp")
     w.add_argument("--shape", action="append", type=parse_shape, metavar="NAME=D1xD2...",
                    help="shape of an input (repeatable; together they form one signature)")
     w.add_argument("--shapes-from", metavar="FILE.json",

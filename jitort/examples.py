@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import JitortError
+
 EXAMPLES = {
     "resnet50": "ResNet-50 (batch 1, 3x224x224) shipped inside the onnx package (light model)",
     "mlp": "a 4-layer 1024-wide MLP with GELU, built with onnx.helper (batch 1)",
@@ -30,7 +32,7 @@ def example_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
             tmp.write_bytes(build_mlp().SerializeToString())
             tmp.replace(out)
         return out
-    raise KeyError(f"unknown example {name!r}; available: {', '.join(EXAMPLES)}")
+    raise JitortError(f"unknown example {name!r}; available: {', '.join(EXAMPLES)}")
 
 
 def _repo_cache() -> Path:

@@ -167,7 +167,13 @@ class CompiledModel:
         if self._ir is None:
             from .ir.onnx_import import import_model
 
-            self._ir = import_model(self._source)
+            files: list = []
+            ir = import_model(self._source, files)
+            if self._cache is not None and files \
+                    and self._cache.record_files(self._source, files) != self.model_digest:
+                raise JitortError(f"model file {self._source!r} changed on disk since it was loaded "
+                                  f"(a new Signature needs its graph): load it again")
+            self._ir = ir
         return self._ir
 
     @property

@@ -34,7 +34,7 @@ def parse_signatures(data) -> list[dict[str, tuple]]:
     items = data if isinstance(data, list) else [data]
     out = []
     for i, sig in enumerate(items):
-        if not isinstance(sig, dict) or not sig:
+        if not isinstance(sig, dict):  # {} : the declared shapes (symbolic dims as 1)
             raise JitortError(f"signature {i}: expected an object name -> shape, got {sig!r}")
         shapes = {}
         for name, dims in sig.items():

@@ -63,18 +63,22 @@ class VariantCache:
             pass
         return None
 
-    def record_files(self, source, files: list[str]) -> str:
-        """Hash the files a path-loaded model was read from and remember them in the index."""
+    def record_files(self, source, files: list) -> str:
+        """The digest of a path-loaded model from what the importer read -- ``(path, sha256 or
+        None, stat signature before the read or None)`` per file, see read_model_proto -- and
+        an index record when no file changed while it was read."""
         h = hashlib.sha256()
         sigs = []
-        for f in files:
-            sig = _stat_sig(f)
-            h.update(os.path.basename(f).encode() + b"\0")
-            with open(f, "rb") as fh:
-                while chunk := fh.read(8 << 20):
-                    h.update(chunk)
-            h.update(b"\0")
-            if _stat_sig(f) == sig:  # unchanged while we read it
+        for f, sha, sig in files:
+            if sha is None:  # an external data file: read it here
+                sig = _stat_sig(f)
+                fh_hash = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    while chunk := fh.read(8 << 20):
+                        fh_hash.update(chunk)
+                sha = fh_hash.hexdigest()
+            h.update(f"{os.path.basename(f)}\0{sha}\0".encode())
+            if _stat_sig(f) == sig:  # unchanged since it was read
                 sigs.append([os.path.realpath(f), sig])
         digest = "sha256:" + h.hexdigest()
         if len(sigs) == len(files):

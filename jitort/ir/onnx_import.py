@@ -23,8 +23,9 @@ from .types import MapType, OptionalType, SequenceType, TensorType, ValueType
 
 def read_model_proto(source, files: list | None = None) -> ModelProto:
     """Parse ``source`` (path, bytes or ModelProto) with clear errors for every failure. With
-    ``files`` (a list), the paths read are appended to it: the model file, then each external
-    data file (what a cache key must hash)."""
+    ``files`` (a list), what was read is appended to it as ``(path, sha256 or None, stat
+    signature or None)``: the model file (hashed as read), then each external data file (what a
+    cache key must hash)."""
     if isinstance(source, ModelProto):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -39,11 +40,18 @@ def read_model_proto(source, files: list | None = None) -> ModelProto:
             data = path.read_bytes()
         except OSError as exc:
             raise ModelLoadError(f"cannot read model file {str(path)!r}: {exc}") from exc
-        if files is not None:
-            files.append(str(path))
+        if files is not None:  # the digest of exactly the bytes parsed, and the file's stat before
+            import hashlib
+
+            files.append((str(path), hashlib.sha256(data).hexdigest(), _stat_sig(path)))
         return _parse(data, str(path), path.parent, files)
     raise ModelLoadError(
         f"expected a path, bytes or onnx.ModelProto, got {type(source).__name__}")
+
+
+def _stat_sig(path) -> list:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _parse(data: bytes, label: str, base_dir: Path | None, files: list | None = None) -> ModelProto:
@@ -61,8 +69,9 @@ def _parse(data: bytes, label: str, base_dir: Path | None, files: list | None = 
         if base_dir is None:
             raise ModelLoadError(
                 f"{label} stores tensors in external files; load it from its path so they can be found")
-        if files is not None:
-            files.extend(sorted({str(base_dir / t.location) for t in _external_tensors(m.graph)}))
+        if files is not None:  # onnx reads these itself: hashed by the caller
+            files.extend((f, None, None) for f in sorted({str(base_dir / t.location)
+                                                           for t in _external_tensors(m.graph)}))
         try:
             onnx.external_data_helper.load_external_data_for_model(m, str(base_dir))
         except Exception as exc:  # noqa: BLE001

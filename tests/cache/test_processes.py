@@ -148,3 +148,21 @@ def test_in_memory_models_are_cached_too(tmp_path, source):
     c = jitort.load(src, cache_dir=str(tmp_path / "c"), num_threads=1, cache=False)
     c(x=x)
     assert c.stats.optimized == 1 and c.stats.cache_hits == 0
+
+
+def test_model_file_changed_under_a_warm_session(tmp_path):
+    import jitort
+
+    path = make_model(tmp_path / "m.onnx")
+    cache = str(tmp_path / "c")
+    jitort.load(path, cache_dir=cache, num_threads=1)(x=np.ones((2, 48), np.float32))
+    warm = jitort.load(path, cache_dir=cache, num_threads=1)
+    assert warm._ir is None  # nothing parsed yet
+    time.sleep(0.01)
+    make_model(tmp_path / "m.onnx", scale=3.0)
+    with pytest.raises(jitort.JitortError, match="changed on disk"):
+        warm(x=np.ones((5, 48), np.float32))  # a new Signature needs the graph: refuse the new file
+    fresh = jitort.load(path, cache_dir=cache, num_threads=1)
+    y = fresh(x=np.ones((5, 48), np.float32))[0]
+    ref = jitort.load(path, backend="reference")(x=np.ones((5, 48), np.float32))[0]
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
