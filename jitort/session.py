@@ -237,10 +237,17 @@ class CompiledModel:
             key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
             hit = self._cache.load(key)
             if hit is None:
-                with self._cache.lock(key):  # other processes compiling this key wait here
-                    hit = self._cache.load(key)
-                    if hit is None:
-                        return self._build(sig, key)
+                try:
+                    with self._cache.lock(key):  # other processes compiling this key wait here
+                        hit = self._cache.load(key)
+                        if hit is None:
+                            return self._build(sig, key)
+                except TimeoutError as exc:  # a compile elsewhere is stuck: do not hang with it
+                    import warnings
+
+                    warnings.warn(f"jitort cache: {exc}; compiling [{sig}] here without waiting",
+                                  RuntimeWarning, stacklevel=4)
+                    return self._build(sig, key)
             self.stats.cache_hits += 1
             bound, derived = hit["bound"], hit["derived"]
             return _Variant(sig, bound, self.backend.build_plan(bound, derived=derived), None, key=key)

@@ -102,10 +102,13 @@ def source_hash() -> str:
     """sha256 over jitort's Python sources and templates (path and bytes of each, sorted): an edit
     anywhere in the package, a kernel generator or a template gives a new key."""
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    roots = [pkg]
     templates = os.path.join(os.path.dirname(pkg), "templates")
-    if os.path.isdir(templates):
-        roots.append(templates)
+    return tree_hash([pkg] + ([templates] if os.path.isdir(templates) else []))
+
+
+def tree_hash(roots: list[str]) -> str:
+    """sha256 of the .py / .j2 / .ll files under ``roots`` (relative path and bytes of each, in
+    sorted order; __pycache__ skipped)."""
     h = hashlib.sha256()
     for root in roots:
         files = []

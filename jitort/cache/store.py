@@ -105,9 +105,13 @@ class CacheStore:
         return os.path.join(self.root, "locks", key + ".lock")
 
     @contextlib.contextmanager
-    def lock(self, key: str):
+    def lock(self, key: str, timeout: float | None = None):
+        """The per-key lock; waits at most ``timeout`` seconds (default JITORT_LOCK_TIMEOUT or
+        900), then raises TimeoutError: a stuck compiler elsewhere must not hang this process."""
+        if timeout is None:
+            timeout = float(os.environ.get("JITORT_LOCK_TIMEOUT", "900"))
         t0 = time.monotonic()
-        with file_lock(self.lock_path(key)):
+        with file_lock(self.lock_path(key), timeout):
             if time.monotonic() - t0 > 0.05:
                 STATS.waited += 1
             yield
@@ -214,8 +218,11 @@ class CacheStore:
                 break
             if keep and e["key"] in keep:
                 continue
-            with self.lock(e["key"]):
-                remove_tree(e["path"])
+            try:
+                with self.lock(e["key"], timeout=0):  # one being rebuilt right now is skipped
+                    remove_tree(e["path"])
+            except TimeoutError:
+                continue
             total -= e["size"]
             removed.append(e["key"])
         self._sweep_temp()

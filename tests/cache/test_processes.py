@@ -166,3 +166,24 @@ def test_model_file_changed_under_a_warm_session(tmp_path):
     y = fresh(x=np.ones((5, 48), np.float32))[0]
     ref = jitort.load(path, backend="reference")(x=np.ones((5, 48), np.float32))[0]
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_stuck_compile_elsewhere_does_not_hang(tmp_path, monkeypatch):
+    import jitort
+    from jitort.cache.fs import file_lock
+
+    path = make_model(tmp_path / "m.onnx")
+    cache = str(tmp_path / "c")
+    m = jitort.load(path, cache_dir=cache, num_threads=1)
+    from jitort.inputs import to_value
+    from jitort.ir.types import type_of
+    from jitort.session import Signature
+    x = np.ones((4, 48), np.float32)
+    key = m._cache.key(m.model_digest, Signature((("x", type_of(to_value(x))),)), m._tuning_fingerprint())
+    monkeypatch.setenv("JITORT_LOCK_TIMEOUT", "0.3")
+    with file_lock(m._cache.store.lock_path(key.digest)):  # "another process" holds the key
+        with pytest.warns(RuntimeWarning, match="without waiting"):
+            y = m(x=x)[0]
+    assert m.stats.optimized == 1
+    ref = jitort.load(path, backend="reference")(x=x)[0]
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)

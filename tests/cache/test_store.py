@@ -145,9 +145,22 @@ def test_key_parts_and_explain(monkeypatch):
     assert [d[0] for d in explain(base.parts, edited.parts)] == ["jitort"]
 
 
-def test_source_hash_covers_the_package(tmp_path, monkeypatch):
+def test_source_hash_covers_every_source_file(tmp_path):
     h = keymod.source_hash()
     assert len(h) == 64 and h == keymod.source_hash()
+    pkg = tmp_path / "pkg"
+    (pkg / "sub" / "__pycache__").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "k.py.j2").write_text("{{ body }}\n")
+    base = keymod.tree_hash([str(pkg)])
+    (pkg / "sub" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    (pkg / "notes.txt").write_text("not source")
+    assert keymod.tree_hash([str(pkg)]) == base  # bytecode and other files do not count
+    (pkg / "sub" / "k.py.j2").write_text("{{ body }} \n")
+    edited = keymod.tree_hash([str(pkg)])
+    assert edited != base
+    (pkg / "sub" / "k.py.j2").rename(pkg / "k.py.j2")
+    assert keymod.tree_hash([str(pkg)]) != edited  # a move counts too
 
 
 def test_prune_drops_least_recently_used(store):
