@@ -11,6 +11,9 @@ CACHE_DIR = os.environ.get("JITORT_CACHE_DIR") or None
 #: Default backend: "cpu" (generated Numba kernels, the reference path for the rest) or
 #: "reference" (NumPy only).
 BACKEND = os.environ.get("JITORT_BACKEND", "cpu")
+#: A multi-threaded CPU plan drops to 1 thread for calls where that is faster (another process
+#: holding a core); 0 pins every call to the plan's threads (backends/cpu/governor.py).
+ADAPTIVE_THREADS = os.environ.get("JITORT_ADAPTIVE_THREADS", "1") != "0"
 
 
 def cache_root(cache_dir: str | None = None) -> str:

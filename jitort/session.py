@@ -75,7 +75,7 @@ class _Variant:
     signature: Signature
     bound: BoundGraph  # the optimized graph's binding
     plan: Any
-    optimized: OptimizeResult | None = None  # None when loaded from the disk cache
+    optimized: OptimizeResult | None = None  # None when loaded from the disk cache (see optimization())
     key: Any = None  # the disk cache key (a jitort.cache.key.CacheKey) or None
     calls: int = 0
 
@@ -279,6 +279,8 @@ class CompiledModel:
                 "build_s": round(time.perf_counter() - t0, 3)}
         if hasattr(plan, "kernel_counts"):
             info["kernels"] = plan.kernel_counts()
+        if getattr(plan, "kernel_modules", None):  # generated sources, shared by entries in kernels/
+            info["kernel_modules"] = sorted(plan.kernel_modules)
         self._cache.save(key, result.bound, derived, info)
         return _Variant(sig, result.bound, plan, result, key=key)
 
@@ -296,9 +298,15 @@ class CompiledModel:
         """The (optimized) graph run for ``sig`` and the types of its values."""
         return self._variants[sig].bound
 
-    def optimization(self, sig: Signature) -> OptimizeResult | None:
-        """What the optimizer did for ``sig``: per-pass hits, near misses, node counts."""
-        return self._variants[sig].optimized
+    def optimization(self, sig: Signature) -> OptimizeResult:
+        """What the optimizer did for ``sig``: per-pass hits, near misses, node counts. A variant
+        loaded from the disk cache did not run the optimizer: it runs here, on demand."""
+        v = self._variants[sig]
+        if v.optimized is None:
+            from .passes.pipeline import optimize
+
+            v.optimized = optimize(bind(self.graph, dict(sig.entries)), self.opt_level)
+        return v.optimized
 
     def __repr__(self) -> str:
         return (f"<jitort model {self.interface.name!r}: inputs={self.input_names} "

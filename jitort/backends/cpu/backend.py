@@ -26,6 +26,7 @@ from . import lower_gemm, lower_pool, lower_rows  # noqa: F401  (register their 
 from ...ir.infer import _NONDETERMINISTIC
 from .lowering import LOWERINGS, LowerCtx, Unsupported
 from .memory import plan_memory
+from .modules import recording
 from .plan import CpuPlan, Step
 
 _LAYER_SET = False
@@ -79,8 +80,10 @@ class CpuBackend(ReferenceBackend):
         graph = bound.graph
         memory = plan_memory(bound)
         ctx = LowerCtx(bound, self.threads, self.cache_dir, memory, {}, derived)
-        steps = [self._folded_step(node, ctx) or self._step(node, ctx) for node in graph.nodes]
+        with recording() as modules:
+            steps = [self._folded_step(node, ctx) or self._step(node, ctx) for node in graph.nodes]
         plan = CpuPlan(graph, steps, memory, self.threads, ctx.folded)
+        plan.kernel_modules = modules  # the generated modules (in cache_dir) its kernels live in
         if config.DEBUG >= 1:
             print(plan.describe())
         return plan

@@ -32,12 +32,9 @@ axes unknown at compile time, ``noop_with_empty_axes``, float-only ops on ints (
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import os
 import re
-import sys
-import types as pytypes
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +48,7 @@ from ...ir.types import TensorType
 from .elementwise_emitters import (  # noqa: F401  (LoweringError, SUPPORTED_DTYPES re-exported)
     _BOOL, _F16, _F32, _REDUCE, EMITTERS, SUPPORTED_DTYPES, LoweringError, _compute, _ctor, reduce_parts,
 )
+from .modules import load_module, note
 
 #: Scalar functions the generated code calls, as "module:attribute" (importable and callable
 #: from Numba code on float32 and float64). One dict: point entries at vectorizable versions
@@ -554,6 +552,23 @@ def region_output_types(node, input_types) -> list[TensorType]:
 _COMPILED: dict[tuple, object] = {}
 
 
+_GEN_HASH = None
+
+
+def _generator_hash() -> str:
+    """Hash of what a region module's compiled code depends on besides its own text (the scalar
+    helpers it imports and inlines, the template): an edit there must not reuse old modules."""
+    global _GEN_HASH
+    if _GEN_HASH is None:
+        h = hashlib.sha256()
+        here = Path(__file__).resolve().parent
+        for f in (here / "codegen_elementwise.py", here / "elementwise_emitters.py", here / "vecmath.py", TEMPLATE):
+            if f.exists():
+                h.update(f.read_bytes())
+        _GEN_HASH = h.hexdigest()
+    return _GEN_HASH
+
+
 def compile_region(node, input_types, *, cache_dir: str | os.PathLike | None = None):
     """The njit-compiled kernel of ``lower_region`` (compiled lazily on first call). Identical
     sources share one module per process and cache dir. With ``cache_dir`` the source is written there as
@@ -562,30 +577,17 @@ def compile_region(node, input_types, *, cache_dir: str | os.PathLike | None = N
 
     The returned dispatcher carries ``output_types`` (list of TensorType) and ``source``."""
     source = lower_region(node, input_types)
-    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    digest = hashlib.sha256((source + _generator_hash()).encode()).hexdigest()[:24]
     modname = f"jitort_ew_{digest}"
     key = (modname, None if cache_dir is None else str(cache_dir))
     fn = _COMPILED.get(key)
     if fn is None:
-        if cache_dir is not None:
-            path = Path(cache_dir) / f"{modname}.py"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists() or path.read_text() != source:
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(source)
-                os.replace(tmp, path)
-            spec = importlib.util.spec_from_file_location(modname, path)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[modname] = mod  # before exec_module, or Numba's cache cannot find it
-            spec.loader.exec_module(mod)
-        else:
-            mod = pytypes.ModuleType(modname)
-            mod.__file__ = f"<{modname}>"
-            sys.modules[modname] = mod
-            exec(compile(source, mod.__file__, "exec"), mod.__dict__)  # noqa: S102 - our own source
+        mod = load_module(source, modname, None if cache_dir is None else os.fspath(cache_dir))
         fn = njit(error_model="numpy", fastmath=set(FASTMATH), cache=cache_dir is not None)(mod.kernel)
         fn.source = source
         _COMPILED[key] = fn
+    else:
+        note(modname)
     fn.output_types = region_output_types(node, input_types)
     return fn
 

@@ -100,10 +100,8 @@ Grouped convs with 1 < group and not depthwise raise NotImplementedError.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import os
-import sys
 import types as pytypes
 
 import numpy as np
@@ -114,6 +112,7 @@ from .conv_ir import _EP_BIAS, _EP_HI, _EP_LO, _EP_RES
 # the intrinsics the generated modules call (re-exported: they were defined here before conv_ir.py)
 from .conv_ir import atomic_next, conv_tile, copy_f32, dw_tile, prefetch_rows, zero_f32  # noqa: F401
 from .gemm import VW, _generator_hash as _gemm_generator_hash, choose_config, tile_heights
+from .modules import load_module, note
 
 #: FusedConv activations (jitort/ops/fused_conv.py) this module generates.
 ACTIVATIONS = ("", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "SiLU",
@@ -193,27 +192,15 @@ def _load(source: str, name: str, cache_dir: str | None):
     with ``cache_dir`` a module file compiled with Numba's disk cache, see the module docstring)."""
     modname = "jitort_conv_" + hashlib.sha256((source + _generator_hash()).encode()).hexdigest()[:20]
     key = f"{modname}:{cache_dir is not None}"  # a module compiled in memory does not fill the cache
-    mod = _MODULES.get(key) or (sys.modules.get(modname) if cache_dir is not None else None)
+    mod = _MODULES.get(key)
     if mod is None:
         if _config.DEBUG >= 2:
             print(source)
-        if cache_dir is None:
-            mod = pytypes.ModuleType(modname)
-            exec(compile(source.replace("cache=CACHE", "cache=False"), f"<{modname}>", "exec"),  # noqa: S102
-                 mod.__dict__)  # our own source: no text from the model reaches it
-        else:
-            os.makedirs(cache_dir, exist_ok=True)
-            path = os.path.join(cache_dir, modname + ".py")
-            if not os.path.exists(path):  # atomic: temp + rename
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as f:
-                    f.write(source.replace("cache=CACHE", "cache=True"))
-                os.replace(tmp, path)
-            spec = importlib.util.spec_from_file_location(modname, path)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[modname] = mod  # before exec_module: Numba's cache finds the module by name
-            spec.loader.exec_module(mod)
+        flag = "cache=True" if cache_dir is not None else "cache=False"
+        mod = load_module(source.replace("cache=CACHE", flag), modname, cache_dir)
         _MODULES[key] = mod
+    else:
+        note(modname)
     return getattr(mod, name)
 
 

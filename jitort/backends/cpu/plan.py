@@ -22,7 +22,9 @@ reference steps from breaking the plan's liveness assumptions:
 One plan owns one arena; a call that finds it busy (another thread is running the plan) runs
 with a temporary arena of its own.
 
-Threads: the generated kernels run on Numba's pool. A plan with ``threads > 1`` that also has
+Threads: the generated kernels run on Numba's pool. A plan with ``threads > 1`` runs each call
+at its thread count or at 1 thread, whichever its governor measured faster (governor.py: on a
+busy machine every join waits for a descheduled worker). A plan with ``threads > 1`` that also has
 reference steps (which may call numpy's BLAS) holds every BLAS library to one thread while it
 runs (threadpoolctl, ~8 us a call): two spinning pools on the same cores made a forward pass
 20-100x slower here (shared/notes/cpu-gemm-threads.md).
@@ -36,8 +38,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ... import config
 from ...errors import ExecutionError, JitortError
 from ..reference import _where, dead_after
+from .governor import ThreadGovernor
 from .memory import ALIGN, MemoryPlan
 
 
@@ -68,6 +72,7 @@ class CpuPlan:
         self._arena, self._bufs = self._allocate()
         self._dead_after = dead_after(steps, set(graph.output_names) | set(self.initializers))
         self.blas_guard = threads > 1 and any(s.kind == "reference" for s in steps)
+        self.governor = ThreadGovernor(threads) if threads > 1 and config.ADAPTIVE_THREADS else None
 
     # -- memory ---------------------------------------------------------------------------------
     def _allocate(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -88,6 +93,11 @@ class CpuPlan:
 
     # -- running --------------------------------------------------------------------------------
     def run(self, feeds: dict[str, Any]) -> list:
+        if self.governor is not None:
+            return self.governor.run(self._run_guarded, feeds)
+        return self._run_guarded(feeds)
+
+    def _run_guarded(self, feeds: dict[str, Any]) -> list:
         if self.blas_guard:
             with _blas_controller().limit(limits=1, user_api="blas"):
                 return self._run_locked(feeds)

@@ -1,0 +1,97 @@
+"""How many of its threads a multi-threaded plan uses for the next call: all of them, or one.
+
+A parallel kernel on Numba's OpenMP pool ends in a join: the caller waits until every worker has
+run its chunk. When another process holds a core, a worker can wait a whole scheduler tick
+(4 ms here) before it runs, at every join. Measured here with one busy process on the 2 cores:
+a 4x1024 MLP forward at batch 1 took 41-59 ms at 2 threads and 0.66 ms at 1 thread
+(onnxruntime's pool, whose caller runs unclaimed work itself, stays near 0.7 ms).
+
+So a plan built for T > 1 threads times its calls and runs them at 1 thread (numba's
+``set_num_threads(1)``, thread-local: every kernel's T chunks then run in the caller, in the
+same order, so results are bitwise the same) whenever that is faster:
+
+* the first calls alternate T and 1 threads to learn the best time of each;
+* at T threads, a call slower than 1.25x the best 1-thread time switches to 1 thread;
+* at 1 thread, one call in a while probes T threads again (backing off from 0.1 s up to 2 s
+  between probes while they lose) and switches back when it beats 0.9x the best 1-thread time.
+
+Best times decay upward slowly (1% a call), so a plan whose work got slower (a colder cache, a
+busier memory bus) relearns instead of chasing a stale minimum.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numba
+
+_LEARN = 4  # calls per mode while learning (alternating)
+_SWITCH_DOWN = 1.25
+_SWITCH_UP = 0.9
+_PROBE_MIN, _PROBE_MAX = 0.1, 2.0
+_DECAY = 1.01
+
+
+class ThreadGovernor:
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.best = {threads: float("inf"), 1: float("inf")}
+        self.mode = threads
+        self.calls = 0
+        self.next_probe = 0.0
+        self.backoff = _PROBE_MIN
+        self.switches = 0
+        self._lock = threading.Lock()
+
+    def choose(self) -> int:
+        """Threads for the next call."""
+        if self.calls < 2 * _LEARN:
+            return self.threads if self.calls % 2 == 0 else 1
+        if self.mode == 1 and time.monotonic() >= self.next_probe:
+            return self.threads  # a probe
+        return self.mode
+
+    def record(self, used: int, seconds: float) -> None:
+        with self._lock:
+            self.calls += 1
+            for k in self.best:
+                self.best[k] *= _DECAY
+            self.best[used] = min(self.best[used], seconds)
+            one, many = self.best[1], self.best[self.threads]
+            if self.calls <= 2 * _LEARN:
+                if self.calls == 2 * _LEARN:
+                    self._set(self.threads if many < one else 1)
+                return
+            if used == self.threads:
+                if self.mode == 1:  # a probe
+                    if seconds < _SWITCH_UP * one:
+                        self._set(self.threads)
+                    else:
+                        self.backoff = min(self.backoff * 2, _PROBE_MAX)
+                        self.next_probe = time.monotonic() + self.backoff
+                elif seconds > _SWITCH_DOWN * one:
+                    self._set(1)
+            elif self.mode == self.threads:  # a 1-thread call outside learning: nothing to do
+                pass
+
+    def _set(self, mode: int) -> None:
+        if mode != self.mode:
+            self.switches += 1
+        self.mode = mode
+        if mode == 1:
+            self.next_probe = time.monotonic() + self.backoff
+        else:
+            self.backoff = _PROBE_MIN
+
+    def run(self, fn, *args):
+        """``fn(*args)`` with the chosen thread count, timed and recorded."""
+        n = self.choose()
+        prev = numba.get_num_threads()
+        numba.set_num_threads(n)
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.record(n, time.perf_counter() - t0)
+            numba.set_num_threads(prev)

@@ -1,0 +1,88 @@
+"""The thread governor: a multi-threaded plan drops to 1 thread when that is faster and probes
+its full thread count again later; results do not depend on the thread count used."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import jitort
+from jitort.backends.cpu import governor as gov
+from jitort.backends.cpu.governor import ThreadGovernor
+
+
+def feed(g, times: dict, n: int, clock: list):
+    """``n`` calls whose duration depends on the thread count chosen; returns the counts used."""
+    used = []
+    for _ in range(n):
+        k = g.choose()
+        used.append(k)
+        clock[0] += times[k]  # the call runs, then it is recorded
+        g.record(k, times[k])
+    return used
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(gov.time, "monotonic", lambda: now[0])
+    return now
+
+
+def test_learns_then_keeps_the_faster(clock):
+    g = ThreadGovernor(2)
+    used = feed(g, {2: 0.010, 1: 0.018}, 8, clock)
+    assert used == [2, 1] * 4 and g.mode == 2
+    assert feed(g, {2: 0.010, 1: 0.018}, 20, clock) == [2] * 20
+
+
+def test_contention_drops_to_one_thread_and_recovers(clock):
+    g = ThreadGovernor(2)
+    feed(g, {2: 0.010, 1: 0.018}, 8, clock)
+    used = feed(g, {2: 0.200, 1: 0.018}, 3, clock)  # a busy machine: every join waits
+    assert used[0] == 2 and g.mode == 1 and used[1:] == [1, 1]
+    # while busy: probes back off (0.1 s, 0.2 s, 0.4 s ... up to 2 s) and lose
+    used = feed(g, {2: 0.200, 1: 0.018}, 300, clock)
+    probes = used.count(2)
+    assert 2 <= probes <= 12 and g.mode == 1 and g.backoff == gov._PROBE_MAX
+    # quiet again: the next probe wins and the plan goes back to 2 threads
+    clock[0] += 5
+    used = feed(g, {2: 0.010, 1: 0.018}, 5, clock)
+    assert used[0] == 2 and g.mode == 2 and used == [2] * 5 and g.backoff == gov._PROBE_MIN
+
+
+def test_one_thread_kept_when_threads_do_not_help(clock):
+    g = ThreadGovernor(4)
+    feed(g, {4: 0.0012, 1: 0.0010}, 8, clock)
+    assert g.mode == 1
+
+
+def _model(tmp_path):
+    from tests.cache.test_processes import make_model
+
+    return make_model(tmp_path / "m.onnx")
+
+
+def test_results_identical_at_any_thread_count(tmp_path):
+    m = jitort.load(_model(tmp_path), num_threads=2, cache_dir=str(tmp_path / "c"))
+    before = numba.get_num_threads()
+    x = np.random.default_rng(3).standard_normal((301, 48)).astype(np.float32)
+    outs = []
+    for _ in range(12):  # learning alternates 2 and 1 threads
+        outs.append(m(x=x)[0])
+    plan = next(iter(m._variants.values())).plan
+    assert plan.governor is not None and plan.governor.calls == 12
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    assert numba.get_num_threads() == before  # the caller's setting is restored after each call
+
+
+def test_single_thread_plan_has_no_governor(tmp_path, monkeypatch):
+    m = jitort.load(_model(tmp_path), num_threads=1, cache_dir=str(tmp_path / "c"))
+    m(x=np.ones((3, 48), np.float32))
+    assert next(iter(m._variants.values())).plan.governor is None
+    monkeypatch.setattr(jitort.config, "ADAPTIVE_THREADS", False)
+    m2 = jitort.load(_model(tmp_path), num_threads=2, cache_dir=str(tmp_path / "c"), cache=False)
+    m2(x=np.ones((3, 48), np.float32))
+    assert next(iter(m2._variants.values())).plan.governor is None
