@@ -180,11 +180,6 @@ def write_json(path: str, doc: dict) -> None:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from jitort.bench import cpu_name
+
+    return cpu_name()

@@ -273,7 +273,7 @@ def run_bench(model: str, feeds: dict, *, vs: str | None = None, runs: int = 50,
 def machine() -> dict:
     from . import __version__
 
-    info = {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
+    info = {"platform": platform.platform(), "processor": cpu_name(), "cpus": os.cpu_count(),
             "usable_cores": usable_cores(), "python": platform.python_version(), "numpy": np.__version__,
             "jitort": __version__}
     try:
@@ -289,7 +289,7 @@ def machine() -> dict:
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

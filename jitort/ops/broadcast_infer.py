@@ -16,26 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.types import TensorType
-
-
-def broadcast(*shapes):
-    if any(s is None for s in shapes):
-        return None
-    rank = max((len(s) for s in shapes), default=0)
-    out = []
-    for i in range(rank):
-        dims = [s[i - rank + len(s)] for s in shapes if i - rank + len(s) >= 0]
-        known = {d for d in dims if isinstance(d, int) and d != 1}
-        if len(known) > 1:
-            raise ValueError(f"shapes {shapes} do not broadcast")
-        if known:
-            out.append(known.pop())
-        elif all(d == 1 for d in dims):
-            out.append(1)
-        else:
-            rest = {d for d in dims if d != 1}
-            out.append(rest.pop() if len(rest) == 1 else None)
-    return tuple(out)
+from .contrib_common import bshape as broadcast
 
 
 def _tensors(types):
