@@ -187,3 +187,36 @@ def test_a_stuck_compile_elsewhere_does_not_hang(tmp_path, monkeypatch):
     assert m.stats.optimized == 1
     ref = jitort.load(path, backend="reference")(x=x)[0]
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_four_warmup_commands_compile_each_signature_once(tmp_path):
+    """`jitort warmup` in 4 processes at once, two signatures each: every key is compiled by
+    exactly one of them; the others wait on its lock and load it."""
+    model = make_model(tmp_path / "m.onnx", scale=0.25)
+    cache = tmp_path / "cache"
+    shapes = tmp_path / "shapes.json"
+    shapes.write_text(json.dumps([{"x": "3x48"}, {"x": "6x48"}]))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "jitort", "warmup", model, "--shapes-from", str(shapes),
+           "--cache-dir", str(cache), "--threads", "1", "--json", "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(4)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        results += json.loads(out)
+    by_sig: dict = {}
+    for r in results:
+        by_sig.setdefault(r["signature"], []).append(r["status"])
+    assert sorted(by_sig) == ["x=3x48", "x=6x48"]
+    for sig, statuses in by_sig.items():
+        assert sorted(statuses) == ["cached", "cached", "cached", "compiled"], (sig, statuses)
+    import jitort
+
+    for n in (3, 6):
+        x = np.random.default_rng(n).standard_normal((n, 48)).astype(np.float32)
+        m = jitort.load(model, cache_dir=str(cache), num_threads=1)
+        y = m(x=x)[0]
+        assert m.stats.cache_hits == 1
+        np.testing.assert_allclose(y, jitort.load(model, backend="reference")(x=x)[0], rtol=1e-4, atol=1e-5)
