@@ -13,8 +13,14 @@ Pieces:
   loops can produce gets its own tile kernel: the heights are found by running the same loops in
   Python (``tile_heights``), never guessed;
 * the epilogue runs on each tile right after its last K block is stored, while the tile is
-  still in L1: one pass over C. Activations are vectorizable polynomial forms (``exp_f32``,
-  ``gelu_tanh_f32``, ``gelu_erf_f32``; error bounds tested in tests/backends/cpu/test_gemm.py);
+  still in L1: one pass over C, a loop over each tile row that LLVM vectorizes (zmm on AVX-512:
+  the driver calls ``vecmath.wide_vectors()``). Two details keep it vectorizable: the column
+  index is a uint64 (Numba adds no negative-index wraparound select, which made the addresses
+  non-affine), and the row's end is read from ``c.shape[1]`` (a constant trip count of NR let
+  LLVM fully unroll a short body such as bias/relu before the loop vectorizer, and the SLP
+  vectorizer cannot prove that ``c`` and ``bias`` do not alias: 32 scalar adds per row).
+  Activations are vecmath's branch-free polynomial forms, with no libm call and no
+  subnormal intermediate (error bounds tested in tests/backends/cpu/test_gemm.py too);
 * M = 1 is the gemv path: a 1 x 64 tile over the whole K, no blocking;
 * threads: the driver's outer loop is ``prange(threads)`` over halves (thirds...) of the NR
   panels, or of the MR tiles when there are fewer than 2 panels per thread. threads=1 compiles
@@ -40,11 +46,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from jitort import config
+from jitort.backends.cpu.vecmath import gelu_erf as gelu_erf_f32, gelu_tanh as gelu_tanh_f32  # noqa: F401
 
 
 def host_vector_width() -> int:
@@ -64,60 +68,16 @@ FUSED_MATMUL_ACTIVATIONS = {"": "none", "Relu": "relu", "GeluTanh": "gelu_tanh",
 _JIT = {"error_model": "numpy", "fastmath": True, "nogil": True}
 
 
-# -- vectorizable float32 math (inlined into the epilogue loops) ------------------------------
-@intrinsic
-def _i32_bits_as_f32(typingctx, x):
-    """The float32 whose bit pattern is the low 32 bits of the integer x."""
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        if x.bitwidth > 32:
-            v = builder.trunc(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
-
-    return types.float32(x), codegen
-
-
-_F = np.float32
-_LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
-_EXP_LO, _EXP_HI = _F(-87.0), _F(88.0)
-_C2, _C3, _C4, _C5, _C6, _C7 = (_F(1 / math.factorial(i)) for i in range(2, 8))
-_ONE, _HALF, _ZERO = _F(1), _F(0.5), _F(0)
-_GELU_K0, _GELU_K1 = _F(2 * math.sqrt(2 / math.pi)), _F(2 * math.sqrt(2 / math.pi) * 0.044715)
-_SQRT1_2 = _F(1 / math.sqrt(2))
-# Abramowitz & Stegun 7.1.26: erfc(a) ~ t * P(t) * exp(-a^2), t = 1 / (1 + p a), a >= 0
-_AS_P = _F(0.3275911)
-_AS1, _AS2, _AS3, _AS4, _AS5 = (_F(v) for v in (0.254829592, -0.284496736, 1.421413741, -1.453152027,
-                                                 1.061405429))
-
-
-@numba.njit(inline="always", cache=True, **_JIT)
-def exp_f32(x):
-    """e**x in float32: 2**n * p(r), |r| <= ln2/2, p the degree-7 Taylor polynomial (rel. err ~2e-7).
-    Saturates below -87 (tiny, not 0) and above 88."""
-    x = min(max(x, _EXP_LO), _EXP_HI)
-    n = np.floor(x * _LOG2E + _HALF)
-    r = x - n * _LN2_HI - n * _LN2_LO
-    p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * _C7))))))
-    return p * _i32_bits_as_f32((np.int32(n) + 127) << 23)
-
-
-@numba.njit(inline="always", cache=True, **_JIT)
-def gelu_tanh_f32(x):
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) written as x / (1 + exp(-2u))."""
-    u = x * (_GELU_K0 + _GELU_K1 * x * x)
-    return x / (_ONE + exp_f32(-u))
-
-
-@numba.njit(inline="always", cache=True, **_JIT)
-def gelu_erf_f32(x):
-    """0.5 x (1 + erf(x / sqrt 2)); erfc from A&S 7.1.26 (abs. error 1.5e-7 in erf)."""
-    a = abs(x) * _SQRT1_2
-    t = _ONE / (_ONE + _AS_P * a)
-    q = t * (_AS1 + t * (_AS2 + t * (_AS3 + t * (_AS4 + t * _AS5)))) * exp_f32(-a * a)  # erfc(a)
-    return x * (_ONE - _HALF * q) if x >= _ZERO else _HALF * x * q
+# -- float32 activations (inlined into the epilogue loop) -------------------------------------
+# gelu_erf_f32 and gelu_tanh_f32 are vecmath.gelu_erf / gelu_tanh (imported above): relu(x) -
+# |x| Phi(-|x|) resp. relu(x) - |x| sigmoid(-|2u|), one polynomial and one 2^f each, branch-free,
+# no libm call, no subnormal intermediate; 4 ulp, or 1e-7 absolute in the negative tails. The
+# forms used before went subnormal on large |x|, and each subnormal operand or result costs a
+# microcode assist (128x768x3072 with inputs of std 28, 1 thread: 14.1 ms instead of 3.9):
+# gelu_erf's A&S 7.1.26 erfc, t P(t) exp(-a^2), for x < -13 (it also had up to 2.5e4 ulp of
+# relative error near x = -5); gelu_tanh's x / (1 + exp(-2u)) for x < -10 once on zmm, where
+# the reciprocal estimate vrcp14ps returns subnormals (vrcpps flushes them to 0).
+_ZERO = np.float32(0)
 
 
 @numba.njit(inline="always", cache=True, **_JIT)
@@ -324,7 +284,8 @@ class GemmPlan:
               f"MC={MC} VW={self.VW} threads={T} epilogue={ep}"),
              "import numba", "import numpy as np",
              "from jitort.backends.cpu.llvm_tile import gemm_tile",
-             "from jitort.backends.cpu.gemm import relu_f32, gelu_tanh_f32, gelu_erf_f32", "",
+             "from jitort.backends.cpu.gemm import relu_f32, gelu_tanh_f32, gelu_erf_f32",
+             "from jitort.backends.cpu.vecmath import wide_vectors", "",
              f"_RANGES = {tuple(self.ranges)}", f"_ALPHA = np.float32({ep.alpha!r})", "", ""]
         L.append(f"@numba.njit(error_model='numpy', fastmath=True, nogil=True, parallel={T > 1}, "
                  f"cache=CACHE)")
@@ -335,6 +296,7 @@ class GemmPlan:
             L += ["            c[i, j] = x"]
             return "\n".join(L) + "\n"
         L += [f"    for t in {loop}({T}):",
+              "        wide_vectors()  # zmm epilogue on AVX-512 (inside the prange body: its own function)",
               "        m_lo, m_hi, p_lo, p_hi = _RANGES[t]",
               f"        for i0 in range(m_lo, m_hi, {MC}):",
               f"            i1 = min(i0 + {MC}, m_hi)",
@@ -366,14 +328,15 @@ class GemmPlan:
             for n, h in enumerate(self.heights):
                 kw = "if" if n == 0 else "elif"
                 L += [pad + f"    {kw} rows == {h}:", pad + "        " + call.format(h=h)]
-        if not self.epilogue.empty:
+        if not self.epilogue.empty:  # uint64 column, runtime row end: see the module docstring
             rows = f"min({MR}, i1 - i)"
             L += [pad + "    if last:",
                   pad + f"        for r in range(i, i + {rows}):",
-                  pad + f"            for j in range(j0, j0 + {nvalid}):",
-                  pad + "                x = c[r, j]"]
-            L += [pad + "                " + s for s in self._epilogue_lines("r", "j")]
-            L += [pad + "                c[r, j] = x"]
+                  pad + f"            for j in range(j0, min(j0 + {nvalid}, c.shape[1])):",
+                  pad + "                u = np.uint64(j)",
+                  pad + "                x = c[r, u]"]
+            L += [pad + "                " + s for s in self._epilogue_lines("r", "u")]
+            L += [pad + "                c[r, u] = x"]
         return L
 
     def _epilogue_lines(self, i: str, j: str) -> list[str]:
@@ -425,12 +388,13 @@ _GEN_HASH = None
 
 
 def _generator_hash() -> str:
-    """Hash of the code generators: a changed tile or driver generator must not reuse old modules."""
+    """Hash of the code generators: a changed tile or driver generator, or a changed activation
+    (vecmath's are inlined), must not reuse old modules."""
     global _GEN_HASH
     if _GEN_HASH is None:
         h = hashlib.sha256(numba.__version__.encode())
         here = os.path.dirname(os.path.abspath(__file__))
-        for f in ("gemm.py", "llvm_tile.py"):
+        for f in ("gemm.py", "llvm_tile.py", "vecmath.py"):
             with open(os.path.join(here, f), "rb") as fh:
                 h.update(fh.read())
         _GEN_HASH = h.hexdigest()
