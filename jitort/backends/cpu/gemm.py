@@ -37,11 +37,9 @@ and compiled in memory each process (about 0.3-0.7 s).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import os
 import sys
-import types as pytypes
 from dataclasses import dataclass
 
 import numba
@@ -49,6 +47,8 @@ import numpy as np
 
 from jitort import config
 from jitort.backends.cpu.vecmath import gelu_erf as gelu_erf_f32, gelu_tanh as gelu_tanh_f32  # noqa: F401
+
+from .modules import load_module, note
 
 
 def host_vector_width() -> int:
@@ -354,26 +354,16 @@ class GemmPlan:
     def _compile(self, cache_dir):
         if config.DEBUG >= 2:
             print(self.source)
-        if cache_dir is None:
-            mod = pytypes.ModuleType(f"jitort_generated_{self.name}")
-            mod.CACHE = False
-            exec(compile(self.source, f"<{self.name}>", "exec"), mod.__dict__)  # noqa: S102 (our own source)
-            return getattr(mod, self.name)
         key = hashlib.sha256((self.source + _generator_hash()).encode()).hexdigest()[:20]
         modname = f"jitort_gemm_{key}"
-        if modname in sys.modules:
-            return getattr(sys.modules[modname], self.name)
-        os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, modname + ".py")
-        if not os.path.exists(path):  # atomic: temp + rename
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(self.source.replace("cache=CACHE", "cache=True"))
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(modname, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = mod  # before exec_module: Numba's cache locates the module by name
-        spec.loader.exec_module(mod)
+        if cache_dir is None:  # compiled in memory, again in every process
+            return getattr(load_module(self.source.replace("cache=CACHE", "cache=False"), modname, None),
+                           self.name)
+        mod = sys.modules.get(modname)  # one compile per process, whichever cache dir asked first
+        if mod is None:
+            mod = load_module(self.source.replace("cache=CACHE", "cache=True"), modname, cache_dir)
+        else:
+            note(modname)
         return getattr(mod, self.name)
 
 
