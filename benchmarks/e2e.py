@@ -20,7 +20,8 @@ overall: the geometric mean of the ratios and the worst model. JSON: benchmarks/
 
 ``--cold-start [MODELS]`` (default bert_base,resnet50) measures the time from spawning a fresh
 process to its first result (interpreter, imports, session creation, first call) for jitort with
-an empty cache dir (NUMBA_CACHE_DIR inside it too, so even the package's own kernels compile),
+an empty cache dir (NUMBA_CACHE_DIR inside it too, so even the package's own kernels compile;
+``--keep-package-kernels`` leaves those in Numba's usual cache, as after a first run),
 jitort again with that now-filled cache dir (the variant, its packed weights and every kernel
 load from disk; the model file is not parsed), and onnxruntime, each in its own process,
 alternated; the outputs are checked the same way. JSON: benchmarks/results/e2e_cold_start.json.
@@ -85,7 +86,7 @@ def spawn(tag: str, outdir: str, model_path: str, inputs: str, args, runs: int, 
     env = H.worker_env(args.threads)
     if runtime == "jitort":
         env["JITORT_CACHE_DIR"] = cache
-        if args.cold_start:  # the package's own kernels (row kernels, attention...) too
+        if args.cold_start and not args.keep_package_kernels:  # the package's own kernels too
             env["NUMBA_CACHE_DIR"] = os.path.join(cache, "numba")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", runtime, "--tag", tag, "--model-path", model_path,
            "--inputs", inputs, "--outdir", outdir, "--runs", str(runs), "--warmup", str(warmup),
@@ -179,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="cpu", help="jitort backend (default cpu)")
     ap.add_argument("--cold-start", nargs="?", const="bert_base,resnet50", metavar="MODELS",
                     help="measure process start to first result instead (default models: bert_base,resnet50)")
+    ap.add_argument("--keep-package-kernels", action="store_true",
+                    help="--cold-start: leave Numba's cache of jitort's own kernels (row kernels, attention, "
+                         "pools) where it is, so 'cold' compiles only the model's generated kernels")
     ap.add_argument("--cache-dir", default=os.path.join(H.ROOT, "cache", "benchmarks", "jitort"),
                     help="jitort's cache dir for the steady-state runs (default cache/benchmarks/jitort)")
     ap.add_argument("--json", help="the JSON report (default benchmarks/results/e2e.json, "

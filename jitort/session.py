@@ -77,6 +77,7 @@ class _Variant:
     plan: Any
     optimized: OptimizeResult | None = None  # None when loaded from the disk cache (see optimization())
     key: Any = None  # the disk cache key (a jitort.cache.key.CacheKey) or None
+    first_run: Any = None  # set after the first run of a newly compiled, cached variant
     calls: int = 0
 
 
@@ -213,7 +214,14 @@ class CompiledModel:
             variant = self._variant_for(key, values)
         variant.calls += 1
         self.stats.calls += 1
-        return variant.plan.run(values)
+        first = variant.first_run
+        if first is None:
+            return variant.plan.run(values)
+        try:  # the first run compiles the kernels: then other processes may load the entry
+            return variant.plan.run(values)
+        finally:
+            variant.first_run = None
+            first.set()
 
     def _variant_for(self, key: tuple, values: dict) -> _Variant:
         validate(self.interface, values)
@@ -238,16 +246,27 @@ class CompiledModel:
             hit = self._cache.load(key)
             if hit is None:
                 try:
-                    with self._cache.lock(key):  # other processes compiling this key wait here
-                        hit = self._cache.load(key)
-                        if hit is None:
-                            return self._build(sig, key)
+                    fd = self._cache.acquire(key)  # other processes compiling this key wait here
                 except TimeoutError as exc:  # a compile elsewhere is stuck: do not hang with it
                     import warnings
 
                     warnings.warn(f"jitort cache: {exc}; compiling [{sig}] here without waiting",
                                   RuntimeWarning, stacklevel=4)
-                    return self._build(sig, key)
+                    fd = None
+                try:
+                    hit = self._cache.load(key) if fd is not None else None
+                    if hit is None:
+                        variant, derived, info = self._build(sig, key)
+                        variant.first_run = threading.Event()
+                        self._cache.save_async(variant.key, variant.bound, derived, info, fd,
+                                               variant.first_run)
+                        fd = None  # the saving thread releases it after the first run
+                        return variant
+                finally:
+                    if fd is not None:
+                        from .cache.fs import release_lock
+
+                        release_lock(fd)
             self.stats.cache_hits += 1
             bound, derived = hit["bound"], hit["derived"]
             return _Variant(sig, bound, self.backend.build_plan(bound, derived=derived), None, key=key)
@@ -256,8 +275,9 @@ class CompiledModel:
         except Exception as exc:  # noqa: BLE001
             raise JitortError(f"building a plan for [{sig}] failed: {type(exc).__name__}: {exc}") from exc
 
-    def _build(self, sig: Signature, key=None) -> _Variant:
-        """Optimize and build the plan; with ``key``, write it to the disk cache."""
+    def _build(self, sig: Signature, key=None):
+        """Optimize and build the plan. With ``key``: (variant, derived arrays, metadata) for
+        the disk cache (written by the caller)."""
         from .passes.pipeline import optimize
 
         bound = bind(self.graph, dict(sig.entries))
@@ -281,8 +301,7 @@ class CompiledModel:
             info["kernels"] = plan.kernel_counts()
         if getattr(plan, "kernel_modules", None):  # generated sources, shared by entries in kernels/
             info["kernel_modules"] = sorted(plan.kernel_modules)
-        self._cache.save(key, result.bound, derived, info)
-        return _Variant(sig, result.bound, plan, result, key=key)
+        return _Variant(sig, result.bound, plan, result, key=key), derived, info
 
     def _tuning_fingerprint(self) -> str:
         try:

@@ -60,6 +60,7 @@ def load_signatures_file(path: str) -> list[dict[str, tuple]]:
 def _warm_one(path, shapes: dict, options: dict, seed: int = 0) -> WarmupResult:
     from . import load
     from .cache.instrument import compile_counter
+    from .cache.variants import wait_for_saves
     from .cli import random_inputs
 
     counter = compile_counter()
@@ -76,6 +77,7 @@ def _warm_one(path, shapes: dict, options: dict, seed: int = 0) -> WarmupResult:
         m(**feeds)
     except JitortError as exc:
         return WarmupResult(sig_text, f"failed: {exc}", time.perf_counter() - t0)
+    wait_for_saves()  # "compiled" means on disk
     v = next(iter(m._variants.values()))
     status = "cached" if m.stats.cache_hits else "compiled"
     return WarmupResult(sig_text, status, time.perf_counter() - t0,

@@ -3,6 +3,7 @@
     atomic_write(path, data)          # temp file in the same directory + fsync + rename
     with file_lock(path):             # an exclusive fcntl lock; released if the process dies
         ...
+    fd = acquire_lock(path); ...; release_lock(fd)   # the same, released from any thread
     ensure_private_dir(path)          # create 0700, refuse a dir other users can write to
 
 A cache directory holds executable code (generated kernel modules, pickled plans), so one that
@@ -43,11 +44,11 @@ def atomic_write(path: str, data: bytes | str) -> None:
         raise
 
 
-@contextlib.contextmanager
-def file_lock(path: str, timeout: float | None = None):
-    """Hold an exclusive lock on ``path`` (created if missing). ``timeout`` seconds, else wait
-    for as long as the holder needs (a compile). The OS drops the lock if the holder dies, so a
-    crashed compile never blocks the others for good."""
+def acquire_lock(path: str, timeout: float | None = None) -> int:
+    """An exclusive lock on ``path`` (created if missing), as an open file descriptor: close it
+    (:func:`release_lock`, from any thread) to release. Waits ``timeout`` seconds at most (then
+    TimeoutError), else as long as the holder needs (a compile). The OS drops the lock if the
+    holder dies, so a crashed compile never blocks the others for good."""
     import fcntl
 
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
@@ -55,19 +56,33 @@ def file_lock(path: str, timeout: float | None = None):
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        else:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                        raise TimeoutError(f"could not lock {path} within {timeout} s") from exc
-                    time.sleep(0.02)
+            return fd
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    raise TimeoutError(f"could not lock {path} within {timeout} s") from exc
+                time.sleep(0.02)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def release_lock(fd: int) -> None:
+    os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def file_lock(path: str, timeout: float | None = None):
+    """``with file_lock(path):`` -- :func:`acquire_lock` for the block."""
+    fd = acquire_lock(path, timeout)
+    try:
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        release_lock(fd)
 
 
 def ensure_private_dir(path: str) -> str:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fs import atomic_write, file_lock, tree_size
+from .fs import acquire_lock, atomic_write, release_lock, tree_size
 from .key import FORMAT, CacheKey, digest_of
 
 #: Arrays at least this big are stored as their own file and memory-mapped on load.
@@ -104,17 +104,25 @@ class CacheStore:
     def lock_path(self, key: str) -> str:
         return os.path.join(self.root, "locks", key + ".lock")
 
-    @contextlib.contextmanager
-    def lock(self, key: str, timeout: float | None = None):
-        """The per-key lock; waits at most ``timeout`` seconds (default JITORT_LOCK_TIMEOUT or
-        900), then raises TimeoutError: a stuck compiler elsewhere must not hang this process."""
+    def acquire(self, key: str, timeout: float | None = None) -> int:
+        """The per-key lock (a descriptor for :func:`release_lock`); waits at most ``timeout``
+        seconds (default JITORT_LOCK_TIMEOUT or 900), then raises TimeoutError: a stuck compiler
+        elsewhere must not hang this process."""
         if timeout is None:
             timeout = float(os.environ.get("JITORT_LOCK_TIMEOUT", "900"))
         t0 = time.monotonic()
-        with file_lock(self.lock_path(key), timeout):
-            if time.monotonic() - t0 > 0.05:
-                STATS.waited += 1
+        fd = acquire_lock(self.lock_path(key), timeout)
+        if time.monotonic() - t0 > 0.05:
+            STATS.waited += 1
+        return fd
+
+    @contextlib.contextmanager
+    def lock(self, key: str, timeout: float | None = None):
+        fd = self.acquire(key, timeout)
+        try:
             yield
+        finally:
+            release_lock(fd)
 
     # -- reading ---------------------------------------------------------------------------------
     def load(self, key: CacheKey) -> Entry | None:
