@@ -161,16 +161,16 @@ class VariantCache:
 
     def save_async(self, key: CacheKey, bound, derived: dict, info: dict, lock_fd: int | None,
                    first_run: threading.Event) -> None:
-        """Write the entry in a background thread (BERT-base: 780 MB, ~2.5 s, off the first
-        call's path), then -- once ``first_run`` is set, i.e. the plan's kernels are compiled and
-        in Numba's cache too -- release the key's lock, so processes waiting on it load
-        everything and compile nothing. The interpreter waits for the thread at exit;
-        :func:`wait_for_saves` waits for it explicitly."""
+        """Write the entry in a background thread, off the first call's path (BERT-base: 780 MB,
+        ~2.5 s), once ``first_run`` is set -- the plan's kernels are then compiled and in
+        Numba's cache too, so a process that finds the entry (or waits on the key's lock,
+        released after the write) loads everything and compiles nothing. The interpreter waits
+        for the thread at exit; :func:`wait_for_saves` waits for it explicitly."""
         def work():
             try:
+                first_run.wait(timeout=3600)
                 self.save(key, bound, derived, info)
             finally:
-                first_run.wait(timeout=3600)
                 if lock_fd is not None:
                     release_lock(lock_fd)
 
