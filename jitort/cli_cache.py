@@ -82,16 +82,21 @@ def cmd_info(args) -> int:
         print(json.dumps({"key": e["key"], "path": e["path"], "size": e["size"], "status": status,
                           "meta": meta}, indent=1))
         return 0
-    print(f"key:     {e['key']}\npath:    {e['path']}\nsize:    {_size(e['size'])}\n"
-          f"status:  {status}\nused:    {_when(e['used'])}")
+    from .cache.key import PART_ORDER
+
+    rows = [("key", e["key"]), ("path", e["path"]), ("size", _size(e["size"])), ("status", status),
+            ("used", _when(e["used"]))]
     if meta:
-        print(f"created: {_when(meta.get('created', 0))}")
-        for k, v in meta.get("info", {}).items():
-            print(f"{k + ':':<9}{v}")
+        rows.append(("created", _when(meta.get("created", 0))))
+        rows += [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in meta.get("info", {}).items()]
+        rows.append(("files", f"{len(meta['files'])} ({_size(sum(f['size'] for f in meta['files'].values()))})"))
+    for k, v in rows:
+        print(f"{k + ':':<16}{v}")
+    if meta:
         print("key parts:")
-        for k, v in meta["parts"].items():
-            print(f"  {k:<10} {v}")
-        print(f"files:   {len(meta['files'])} ({_size(sum(f['size'] for f in meta['files'].values()))})")
+        parts = meta["parts"]
+        for k in [p for p in PART_ORDER if p in parts] + sorted(set(parts) - set(PART_ORDER)):
+            print(f"  {k:<14}{parts[k]}")
     return 0
 
 

@@ -10,6 +10,7 @@ shapes; the model's declared output shapes are not trusted.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -294,7 +295,8 @@ class CompiledModel:
         derived: dict = {}
         t0 = time.perf_counter()
         plan = self.backend.build_plan(result.bound, derived=derived)
-        info = {"model": self._source if isinstance(self._source, str) else type(self._source).__name__,
+        src = self._source
+        info = {"model": os.path.abspath(src) if isinstance(src, (str, os.PathLike)) else type(src).__name__,
                 "signature": str(sig), "nodes": len(result.bound.graph.nodes),
                 "build_s": round(time.perf_counter() - t0, 3)}
         if hasattr(plan, "kernel_counts"):
