@@ -26,7 +26,7 @@ import time
 
 import numba
 
-_LEARN = 4  # calls per mode while learning (alternating)
+_LEARN = 2  # calls per mode while learning (alternating)
 _SWITCH_DOWN = 1.25
 _SWITCH_UP = 0.9
 _PROBE_MIN, _PROBE_MAX = 0.1, 2.0

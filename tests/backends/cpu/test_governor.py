@@ -32,14 +32,14 @@ def clock(monkeypatch):
 
 def test_learns_then_keeps_the_faster(clock):
     g = ThreadGovernor(2)
-    used = feed(g, {2: 0.010, 1: 0.018}, 8, clock)
-    assert used == [2, 1] * 4 and g.mode == 2
+    used = feed(g, {2: 0.010, 1: 0.018}, 2 * gov._LEARN, clock)
+    assert used == [2, 1] * gov._LEARN and g.mode == 2
     assert feed(g, {2: 0.010, 1: 0.018}, 20, clock) == [2] * 20
 
 
 def test_contention_drops_to_one_thread_and_recovers(clock):
     g = ThreadGovernor(2)
-    feed(g, {2: 0.010, 1: 0.018}, 8, clock)
+    feed(g, {2: 0.010, 1: 0.018}, 2 * gov._LEARN, clock)
     used = feed(g, {2: 0.200, 1: 0.018}, 3, clock)  # a busy machine: every join waits
     assert used[0] == 2 and g.mode == 1 and used[1:] == [1, 1]
     # while busy: probes back off (0.1 s, 0.2 s, 0.4 s ... up to 2 s) and lose
@@ -54,7 +54,7 @@ def test_contention_drops_to_one_thread_and_recovers(clock):
 
 def test_one_thread_kept_when_threads_do_not_help(clock):
     g = ThreadGovernor(4)
-    feed(g, {4: 0.0012, 1: 0.0010}, 8, clock)
+    feed(g, {4: 0.0012, 1: 0.0010}, 2 * gov._LEARN, clock)
     assert g.mode == 1
 
 
