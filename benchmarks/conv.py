@@ -4,6 +4,7 @@ the conv shapes of ResNet-50 and MobileNetV2 (batch 1), per conv and inside the 
     python benchmarks/conv.py                                   # per conv, both models, 1 and 2 threads
     python benchmarks/conv.py --models mobilenetv2 --threads 1 --rounds 2 --only dw
     python benchmarks/conv.py --e2e                             # whole models: step profiles
+    python benchmarks/conv.py --models resnet50 --only 3x3 --kind im2col   # the old path, for A/B
 
 Per conv (default). Every distinct conv of the model (input NHWC, weight OIHW, stride, pads,
 group, activation, residual; the list below was read from jitort's optimized plans, i.e. the
@@ -132,12 +133,13 @@ def _operands(spec, rng):
 
 
 # -- per-conv worker -----------------------------------------------------------------------------
-def _jitort_call(spec, x, wt, b, z, threads, cache):
+def _jitort_call(spec, x, wt, b, z, threads, cache, kind=None):
     from jitort.backends.cpu.conv import ConvPlan
 
     _, _, o, k, s, p, g, act, res = spec
+    kind = kind if g == 1 and (k, s, p) != (1, 1, 0) else None  # --kind: only where there is a choice
     plan = ConvPlan(x.shape, wt.shape, (s, s), (p,) * 4, (1, 1), g, act, CLIP if act == "Clip" else (),
-                    True, res, threads, cache_dir=cache)
+                    True, res, threads, cache_dir=cache, kind=kind)
     packed = plan.pack_weights(wt, b)
     out = np.empty(plan.y_shape, np.float32)
     return lambda: plan(x, packed, out=out, residual=z), lambda: out
@@ -209,7 +211,8 @@ def conv_worker(args) -> None:
     for spec in specs:
         x, wt, b, z = _operands(spec, rng)
         t0 = time.perf_counter()
-        call, result = (_jitort_call(spec, x, wt, b, z, args.threads, args.jitort_cache) if args.worker == "jitort"
+        call, result = (_jitort_call(spec, x, wt, b, z, args.threads, args.jitort_cache, args.kind)
+                        if args.worker == "jitort"
                         else _ort_call(spec, x, wt, b, z, args.threads))
         call()
         first[conv_name(spec)] = (time.perf_counter() - t0) * 1e3
@@ -296,6 +299,7 @@ def spawn(tag, outdir, args, threads, model=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", tag, "--tag", tag, "--outdir", outdir,
            "--threads", str(threads), "--models", model or args.models, "--repeats", str(args.repeats),
            "--jitort-cache", args.jitort_cache] + (["--only", args.only] if args.only else []) \
+        + (["--kind", args.kind] if args.kind else []) \
         + (["--e2e"] if args.e2e else [])
     env = H.worker_env(threads, blas_threads=1)
     if tag == "jitort":
@@ -367,6 +371,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=9, help="timed batches per shape (per-conv) / calls (--e2e)")
     ap.add_argument("--only", help="comma list of substrings of conv names (e.g. 'dw,7x7')")
     ap.add_argument("--e2e", action="store_true", help="whole models: step profiles (see the docstring)")
+    ap.add_argument("--kind", choices=("im2col", "direct"),
+                    help="per conv: force ConvPlan's kind for the convs that have a choice (default: its pick)")
     ap.add_argument("--env", action="append", metavar="KEY=VALUE",
                     help="extra environment of the jitort workers (e.g. OMP_WAIT_POLICY=passive)")
     ap.add_argument("--json", help="default benchmarks/results/conv.json (conv_e2e.json with --e2e)")
@@ -390,7 +396,7 @@ def main(argv=None) -> int:
         "benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": H.machine(),
         "load_average_before": load0, "load_average_after": os.getloadavg(),
         "settings": {"models": args.models, "threads": args.thread_counts, "rounds": args.rounds,
-                     "repeats": args.repeats, "only": args.only, "jitort_env": args.env or []},
+                     "repeats": args.repeats, "only": args.only, "kind": args.kind, "jitort_env": args.env or []},
         "results": doc})
     return 0
 

@@ -11,7 +11,8 @@ Every plan is one generated Numba function with the whole geometry baked in as c
 (``plan.source``; ``JITORT_DEBUG=2`` prints it). This file holds ConvPlan and the source
 generators; the LLVM IR the generated code calls (the Numba intrinsics ``copy_f32``,
 ``zero_f32``, ``prefetch_rows``, ``atomic_next``, ``conv_tile``, ``dw_tile`` and their epilogue
-flags) lives in ``conv_ir.py``. Three paths, chosen from the shapes (``plan.kind``):
+flags) lives in ``conv_ir.py``. Four paths, chosen from the shapes (``plan.kind``; the ``kind=``
+argument forces "im2col" or "direct" where both apply, for tests and benchmarks):
 
 * ``"gemm"``: 1x1 kernel, stride 1, no pads, group 1: a GEMM over [N*H*W, C] x [C, O] with X
   read in place (row stride C);
@@ -24,6 +25,22 @@ flags) lives in ``conv_ir.py``. Three paths, chosen from the shapes (``plan.kind
   slower); the gather copies whole runs with unrolled vector moves (``copy_f32``): a kernel row
   of KW taps (KW*C floats) when its taps are in the image and dilation is 1 (the 7x7x3 stem: 7
   copies of 21 floats per pixel), else C floats per tap; out-of-image taps are zero-filled;
+* ``"direct"``: what im2col would run, when C >= 16 (``_pick_kind``): ResNet-50's 3x3 convs
+  and strided 1x1s. The same register tile reads the input in place (``igemm_tile``: an indirect
+  GEMM), no patch is copied. Per row block of MC output pixels an indirection table holds, for
+  every (pixel, tap), the address of the input pixel's first channel, or of a zero row when the
+  tap is outside the image (so pads of any size, strides and dilations cost nothing extra, and
+  tiles run over the flattened pixels, across output rows: MR rows are always full). K blocks
+  (``_direct_blocks``): whole taps (all of K when it fits), else a tap's channel ranges in
+  multiples of 16; the K loop is unrolled 4 times. Per tile a mask of the taps with a row in
+  the image skips a block whose taps are all outside (the kernel rows above the first / below
+  the last output row: 7x7x512 3x3 1.48 -> 1.42 ms); the FMAs of partly-outside taps still run
+  on the zero row (2% of a 56x56 3x3, 18% of a 7x7). When the packed weights pass 1 MB the row
+  blocks grow up to 1 MB of Y, so the weights are streamed from L3 once per call instead of once
+  per 96 pixels (14x14x256->256 1T: 1.34 -> 1.23 ms). Against im2col (same tile, KC, MC <= 96)
+  on ResNet-50's shapes, 1 thread: 6-15% faster on every 3x3 from 56x56 to 14x14 and on the
+  strided 1x1s up to 28x28, equal (within 2%, noise) on 14x14x512 3x3/2, 7x7x512 3x3 (before
+  the masks) and 14x14x1024 1x1/2. C < 16 (the 7x7x3 stem: 3 floats per tap) keeps im2col;
 * ``"depthwise"``: group == C == O. Output rows are cut into segments (top/interior/bottom x
   left/interior/right) with the same in-image taps, so no tap is ever tested; in each, runs of 8
   then 4 then 1 pixels go to ``dw_tile`` (LLVM vector IR: all taps of a VW-channel block in
@@ -89,10 +106,24 @@ excluded (for the +res convs its one-node graph leaves the Add unfused: compare 
     at load ~2.5 (other jobs running)     ResNet-50 59.9 / 51.2, MobileNetV2 6.37 / 6.21 at 1T;
                                           at 2T 748 / 99 and 415 / 15: the tick waits above
 
-The per-conv gap left is in the 3x3 convs (the gather costs ~10% of a 56x56x64 3x3: ORT's NCHWc
-kernel reads its input in place) and, inside a model, cache misses on Y, Z and the weights that
-the standalone numbers do not see (2T: the small MobileNetV2 convs gain little from the second
-thread).
+    direct kind vs im2col, ResNet-50's 3x3 and strided 1x1 convs, 1 thread, load ~1.6
+    (jitort direct / jitort im2col / ORT kernel, two runs of 3 rounds back to back)
+    56x56x64->64 3x3        1.20 / 1.41 / 1.22-1.18     28x28x128->128 3x3    1.18 / 1.37 / 1.26-1.17
+    56x56x128->128 3x3/2    1.26 / 1.38 / 1.24-1.26     28x28x256->256 3x3/2  1.26 / 1.39 / 1.35-1.33
+    14x14x256->256 3x3      1.20 / 1.38 / 1.30-1.21     14x14x512->512 3x3/2  1.47 / 1.45 / 1.47-1.37
+    7x7x512->512 3x3        1.37 / 1.45 / 1.54-1.46     56x56x256->512 1x1/2  1.15 / 1.19 / 1.46
+    28x28x512->1024 1x1/2   1.13 / 1.34 / 1.32-1.26     14x14x1024->2048 1x1/2 1.54 / 1.50 / 1.42-1.38
+    all 22 (count-weighted) 23.7 / 26.6 / 25.0-24.0 (0.95x ORT; im2col 1.11x)
+    2 threads (load ~2, so ~1T figures for both runtimes): 24.5 / 28.1 / 23.9-22.9
+
+The per-conv gap was in the 3x3 convs (the gather cost ~10% of a 56x56x64 3x3: ORT's NCHWc
+kernel reads its input in place): the direct kind closed it standalone. What is left: inside a
+model, cache misses on Y, Z and the weights that the standalone numbers do not see (ResNet-50 1T
+--e2e, conv steps vs ORT's Conv nodes: 53.7 / 50.0 = 1.07x before, 52.9 / 51.5 = 1.03x with
+direct, runs minutes apart at load 1.5-2.5: the in-model gain, ~0.8 ms, is well under the
+standalone ~2.8 ms; not investigated), the tile itself (on this Xeon the bare GEMM tile reaches
+~195 GFLOP/s in L1; a 56x56x64 3x3 runs at 190), FMAs on the zero row (18% of a 7x7 3x3) and, at
+2T, the small MobileNetV2 convs that gain little from the second thread.
 
 Grouped convs with 1 < group and not depthwise raise NotImplementedError.
 """
@@ -110,7 +141,8 @@ from jitort import config as _config
 
 from .conv_ir import _EP_BIAS, _EP_HI, _EP_LO, _EP_RES
 # the intrinsics the generated modules call (re-exported: they were defined here before conv_ir.py)
-from .conv_ir import atomic_next, conv_tile, copy_f32, dw_tile, prefetch_rows, zero_f32  # noqa: F401
+from .conv_ir import (addr_f32, atomic_next, conv_tile, copy_f32, dw_tile, igemm_tile,  # noqa: F401
+                      prefetch_rows, zero_f32)
 from .gemm import VW, _generator_hash as _gemm_generator_hash, choose_config, tile_heights
 from .modules import load_module, note
 
@@ -120,6 +152,12 @@ ACTIVATIONS = ("", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardS
 _N_PARAMS = {"Clip": 2, "LeakyRelu": 1, "HardSigmoid": 2, "Gelu": 1}
 #: Largest K block (the gather scratch per thread is MC x KC floats, MC <= 96).
 _MAX_KC = 512
+#: Fewest input channels for which the direct kind replaces im2col.
+_DIRECT_MIN_C = 16
+#: Bytes of packed weights above which the direct kind uses larger row blocks (half of L2).
+_DIRECT_L2 = 1 << 20
+#: K-loop unroll of igemm_tile (when every block's channel count is a multiple of it).
+_DIRECT_UNROLL = 4
 
 
 # -- activation source -----------------------------------------------------------------------
@@ -165,7 +203,8 @@ def activation_lines(activation: str, params) -> list[str]:
 _HEADER = """import numba
 import numpy as np
 from jitort.backends.cpu import vecmath
-from jitort.backends.cpu.conv_ir import atomic_next, conv_tile, copy_f32, dw_tile, prefetch_rows, zero_f32
+from jitort.backends.cpu.conv_ir import (addr_f32, atomic_next, conv_tile, copy_f32, dw_tile, igemm_tile,
+                                         prefetch_rows, zero_f32)
 from jitort.backends.cpu.llvm_tile import gemm_tile
 from jitort.backends.cpu.vecmath import FASTMATH, wide_vectors
 """
@@ -231,6 +270,27 @@ def _segments(n_out: int, stride: int, pad: int, dil: int, k: int, n_in: int) ->
     return segs
 
 
+def _pick_kind(C: int) -> str:
+    """"direct" or "im2col" for a group-1 conv with C input channels that is not a plain GEMM
+    (see the module docstring for the measurements behind it)."""
+    return "direct" if C >= _DIRECT_MIN_C else "im2col"
+
+
+def _direct_blocks(NT: int, C: int, limit: int) -> list[tuple]:
+    """K blocks of the direct kind, (k0, t0, nt, c0, kc): the same number of whole taps in each
+    when C <= limit (all of K when it fits), else each tap cut into channel ranges of about equal
+    size, multiples of 16 (C=1024, limit 384: 352, 352, 320; 341 each left the K loop not
+    unrolled: 14x14x1024->2048 1x1/2 1T 1.54 ms vs 1.50 im2col)."""
+    if NT * C <= limit:
+        return [(0, 0, NT, 0, C)]
+    if C <= limit:
+        d = max(d for d in range(1, NT + 1) if NT % d == 0 and d * C <= limit)
+        return [(t * C, t, d, 0, C) for t in range(0, NT, d)]
+    per = -(-C // -(-C // limit))  # ceil(C / ranges)
+    size = -(-per // 16) * 16
+    return [(t * C + c0, t, 1, c0, min(size, C - c0)) for t in range(NT) for c0 in range(0, C, size)]
+
+
 def _chunks(M: int, NP: int, MC: int, threads: int) -> list[tuple]:
     """Work items (m_lo, m_hi, p_lo, p_hi). One thread: everything. More: the threads take items
     from a shared atomic counter until none is left, so a thread that the OS does not schedule
@@ -254,13 +314,13 @@ def _gemm_source(p, act: list[str]) -> str:
     SH, SW, PT, PL, DH, DW = p.geometry
     _, OH, OW, _ = p.y_shape
     M, K, MR, NR, KC, MC, NP, T = p.M, p.K, p.MR, p.NR, p.KC, p.MC, p.NP, p.threads
-    gather = p.kind == "im2col"
+    gather, direct = p.kind == "im2col", p.kind == "direct"
     bias = "bias[j]" if p.has_bias else None
     res = "res[r, j]" if p.has_residual else None
     head = [f"# generated by jitort.backends.cpu.conv: {p.kind} x={p.x_shape} w={p.w_shape} "
             f"geometry={p.geometry} tile={MR}x{NR} KC={KC} MC={MC} VW={p.VW} threads={T} "
             f"act={p.activation}{p.activation_params} bias={p.has_bias} residual={p.has_residual}",
-            _HEADER, f"_CHUNKS = {tuple(p.chunks)}", "", ""]
+            _HEADER, f"_CHUNKS = {tuple(p.chunks)}"] + ([f"_KB = {tuple(p.kblocks)}"] if direct else []) + ["", ""]
     if K == 0:  # no reduction: Y = act(B + Z)
         L = head + [_decorator(False), "def conv_gemm(xin, bp, y, bias, res):",
                     f"    for r in range({M}):", f"        for j in range({O}):", "            x = np.float32(0.0)"]
@@ -271,14 +331,25 @@ def _gemm_source(p, act: list[str]) -> str:
     lo, hi = clamp or (None, None)
     setup = [f"lo, hi = {_f32(lo if lo is not None else 0.0)}, {_f32(hi if hi is not None else 0.0)}"]
     setup += [f"col = np.empty({MC * KC}, np.float32)"] if gather else []
+    NT, NKB = KH * KW, len(getattr(p, "kblocks", ()))
+    if direct:  # the indirection table of a row block, a zero row for the taps outside the image
+        setup += [f"ind = np.empty({MC * NT}, np.int64)", f"zrow = np.zeros({C}, np.float32)",
+                  "za = addr_f32(zrow, 0)"] + ([f"live = np.empty({-(-MC // MR)}, np.int64)"] if p.tap_masks else [])
     L = [f"            for i0 in range(m_lo, m_hi, {MC}):",
-          f"                i1 = min(i0 + {MC}, m_hi)",
-          f"                for k0 in range(0, {K}, {KC}):",
-          f"                    kc = min({KC}, {K} - k0)"]
-    if gather:
-        L += _gather_lines(p, " " * 20)
-    L += ["                    acc = k0 > 0",
-          f"                    last = k0 + {KC} >= {K}",
+          f"                i1 = min(i0 + {MC}, m_hi)"]
+    if direct:
+        L += _indirection_lines(p, " " * 16)
+        L += [f"                for kb in range({NKB}):",
+              "                    k0, t0, ntap, c0, kc = _KB[kb]",
+              "                    acc = k0 > 0",
+              f"                    last = kb == {NKB - 1}"]
+    else:
+        L += [f"                for k0 in range(0, {K}, {KC}):",
+              f"                    kc = min({KC}, {K} - k0)"]
+        L += _gather_lines(p, " " * 20) if gather else []
+        L += ["                    acc = k0 > 0",
+              f"                    last = k0 + {KC} >= {K}"]
+    L += [
           "                    for p in range(p_lo, p_hi):",
           f"                        boff = p * {K * NR} + k0 * {NR}",
           f"                        j0 = p * {NR}"]
@@ -290,6 +361,10 @@ def _gemm_source(p, act: list[str]) -> str:
         | (_EP_LO if lo is not None else 0) | (_EP_HI if hi is not None else 0)
     last_call = (f"conv_tile({a}, {aoff}, bp, boff, y, i * {O} + j0, kc, acc, bias, j0, res, i * {O} + j0, "
                  f"lo, hi, {{h}}, {NR}, {lda}, {O}, {{nv}}, {p.VW}, {flags})")
+    if direct:  # one tile kernel for every block: FLAGS 0 (a plain store or accumulate) before the last
+        last_call = (f"igemm_tile(ind, (i - i0) * {NT} + t0, c0, bp, boff, y, i * {O} + j0, nta, kc, acc, bias, "
+                     f"j0, res, i * {O} + j0, lo, hi, {{h}}, {NR}, {NT}, {C * NR}, {O}, {{nv}}, {p.VW}, {flags}, {p.unroll})")
+        call = last_call.replace(f", {flags}, {p.unroll})", f", 0, {p.unroll})")
 
     def prefetch(nvalid, pad):
         """Software prefetches issued before each tile: the next tile's C lines (for the store)
@@ -308,18 +383,21 @@ def _gemm_source(p, act: list[str]) -> str:
         return out + [pad + "if p + 1 < p_hi:",  # spread over this panel's tiles
                       pad + f"    nt = (i1 - i0 + {MR - 1}) // {MR}",
                       pad + f"    ti = (i - i0) // {MR}",
-                      pad + f"    lines = kc * {NR} // 16",
+                      pad + f"    lines = {'ntap * ' if direct else ''}kc * {NR} // 16",
                       pad + "    l0 = lines * ti // nt",
                       pad + f"    prefetch_rows(bp, boff + {K * NR} + l0 * 16, lines * (ti + 1) // nt - l0, 16, 1, 0)"]
 
     def panel(nvalid, pad):
         out = [pad + f"for i in range(i0, i1, {MR}):", pad + f"    rows = min({MR}, i1 - i)"]
+        if direct:  # skip the taps of this block when all are outside the image for every row
+            out += [pad + f"    nta = ntap if (live[(i - i0) // {MR}] >> t0) & ((1 << ntap) - 1) else 0"
+                    if p.tap_masks else pad + "    nta = ntap"]
         out += prefetch(nvalid, pad + "    ")
         def dispatch(fmt, ind):
             return [x for n, h in enumerate(p.heights) for x in
                     (ind + f"{'if' if n == 0 else 'elif'} rows == {h}:", ind + "    " + fmt.format(h=h, nv=nvalid))]
 
-        if KC >= K:  # one K block: always the last
+        if (NKB if direct else -(-K // KC)) == 1:  # one K block: always the last
             out += dispatch(last_call, pad + "    ")
         else:
             out += [pad + "    if last:"] + dispatch(last_call, pad + "        ")
@@ -358,6 +436,39 @@ def _work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list
     driver = ["", "", _decorator(T > 1), f"def {name}({args}):", "    counter = np.zeros(1, np.int64)"]
     driver += [f"    {call}"] if T == 1 else [f"    for t in numba.prange({T}):", f"        {call}"]
     return items + driver
+
+
+def _indirection_lines(p, pad: str) -> list[str]:
+    """ind[(r - i0) * KH*KW + t] = the address of input pixel (ih, iw) that tap t = i*KW + j of
+    output pixel r reads (its first channel), or of the zero row when (ih, iw) is outside the
+    image, for r in [i0, i1): once per row block, for every K block and panel."""
+    N, H, W, C = p.x_shape
+    _, _, KH, KW = p.w_shape
+    SH, SW, PT, PL, DH, DW = p.geometry
+    _, OH, OW, _ = p.y_shape
+    NT, MR = KH * KW, p.MR
+    slot = f"ind[d + i * {KW} + j]"
+    if not p.tap_masks:
+        def put(v, live):
+            return [f"{slot} = {v} if {live} else za"]
+    else:  # and live[tile] = the taps with at least one row in the image (bit t: tap t)
+        def put(v, live):
+            return [f"if {live}:", f"    {slot} = {v}", f"    m |= 1 << (i * {KW} + j)", "else:", f"    {slot} = za"]
+    L = [pad + f"for q in range((i1 - i0 + {MR - 1}) // {MR}):", pad + "    live[q] = 0"] if p.tap_masks else []
+    L += [pad + "for r in range(i0, i1):", pad + "    m = 0"] if p.tap_masks else [pad + "for r in range(i0, i1):"]
+    return L + [pad + f"    n = r // {OH * OW}",
+            pad + f"    rq = r - n * {OH * OW}",
+            pad + f"    oh = rq // {OW}",
+            pad + f"    ow = rq - oh * {OW}",
+            pad + f"    d = (r - i0) * {NT}",
+            pad + f"    for i in range({KH}):",
+            pad + f"        ih = oh * {SH} - {PT} + i * {DH}",
+            pad + f"        inside = 0 <= ih < {H}",
+            pad + f"        xr = addr_f32(xin, (n * {H} + ih) * {W * C}) if inside else za",
+            pad + f"        for j in range({KW}):",
+            pad + f"            iw = ow * {SW} - {PL} + j * {DW}"] \
+        + [pad + " " * 12 + x for x in put(f"xr + iw * {4 * C}", f"inside and 0 <= iw < {W}")] \
+        + ([pad + f"    live[(r - i0) // {MR}] |= m"] if p.tap_masks else [])
 
 
 def _gather_lines(p, pad: str) -> list[str]:
@@ -551,7 +662,7 @@ class ConvPlan:
 
     def __init__(self, x_shape_nhwc, w_shape_oihw, strides=(1, 1), pads=(0, 0, 0, 0),
                  dilations=(1, 1), group=1, activation="", activation_params=(),
-                 has_bias=False, has_residual=False, threads=1, cache_dir=None, config=None):
+                 has_bias=False, has_residual=False, threads=1, cache_dir=None, config=None, kind=None):
         N, H, W, C = (int(d) for d in x_shape_nhwc)
         O, CG, KH, KW = (int(d) for d in w_shape_oihw)
         SH, SW = (int(s) for s in (strides or (1, 1)))
@@ -595,15 +706,18 @@ class ConvPlan:
             name = "conv_depthwise"
         else:
             one = KH == KW == 1 and SH == SW == 1 and PT == PL == PB == PR == 0
-            self.kind = "gemm" if one else "im2col"
-            self._configure(config or choose_config(self.M, self.K, O))
+            self.kind = kind or ("gemm" if one else _pick_kind(C))
+            if self.kind not in ("gemm", "im2col", "direct") or (self.kind == "gemm") != one:
+                raise ValueError(f"ConvPlan: kind {kind!r} is not possible here (1x1 stride-1 unpadded: "
+                                 f"'gemm'; other group-1 convs: 'im2col' or 'direct')")
+            self._configure(config or choose_config(self.M, self.K, O), config.MC if config else None)
             self.source = _gemm_source(self, act)
             name = "conv_gemm"
         empty = self.M == 0 or O == 0
         self._kernel = None if empty else _load(self.source, name, cache_dir)
         self._zeros = np.zeros(1, np.float32)
 
-    def _configure(self, cfg) -> None:
+    def _configure(self, cfg, given_mc=None) -> None:
         """Tile, KC (whole taps when C <= KC), MC, work items and tile heights of the GEMM paths."""
         M, K, C, O = self.M, self.K, self.x_shape[3], self.w_shape[0]
         self.VW, self.MR, self.NR = VW, cfg.MR, cfg.NR
@@ -619,8 +733,19 @@ class ConvPlan:
         # contiguous block at a time (measured: 28x28x128->512 with a cold Y, 0.83 -> 0.71 ms
         # against one block of all 784 rows, where every panel pass strode over all of Y)
         mc = min(cfg.MC or M, 96 // self.MR * self.MR)
+        if self.kind == "direct" and given_mc:
+            mc = given_mc
+        elif self.kind == "direct" and K * O * 4 > _DIRECT_L2:
+            # weights past half of L2 are streamed from L3 once per row block: fewer, larger
+            # blocks (Y stays in L2; A is read in place). 14x14x256->256 1T: 1.34 -> 1.23 ms
+            mc = max(mc, _DIRECT_L2 // (4 * O) // self.MR * self.MR)
         self.MC = max(self.MR, -(-max(1, min(mc, M)) // self.MR) * self.MR)
         self.NP = -(-O // self.NR)
+        if self.kind == "direct":  # (k0, first tap, taps, first channel, channels) per K block
+            self.kblocks = _direct_blocks(self.w_shape[2] * self.w_shape[3], C, limit)
+            self.KC = max(nt * kc for _, _, nt, _, kc in self.kblocks)
+            self.unroll = _DIRECT_UNROLL if all(kc % _DIRECT_UNROLL == 0 for *_, kc in self.kblocks) else 1
+            self.tap_masks = len(self.kblocks) > 1 and self.w_shape[2] * self.w_shape[3] <= 62
         self.chunks = _chunks(M, self.NP, self.MC, self.threads)
         self.heights = tile_heights(M, self.MR, self.MC, self.chunks)
 

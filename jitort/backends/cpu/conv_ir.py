@@ -3,8 +3,9 @@ generated conv modules call, built with llvmlite.
 
 ``copy_f32`` / ``zero_f32`` (the im2col patch gather's unrolled vector copies and memset),
 ``prefetch_rows`` (``llvm.prefetch`` of rows of lines), ``atomic_next`` (the work-item counter),
-``conv_tile`` (``llvm_tile.gemm_tile``'s K loop with the FusedConv epilogue in registers) and
-``dw_tile`` (the depthwise vector kernel). The epilogue flags they take (``_EP_BIAS``,
+``conv_tile`` (``llvm_tile.gemm_tile``'s K loop with the FusedConv epilogue in registers),
+``igemm_tile`` and ``addr_f32`` (the direct conv: the same tile reading the input in place through
+an indirection table of row addresses) and ``dw_tile`` (the depthwise vector kernel). The epilogue flags they take (``_EP_BIAS``,
 ``_EP_RES``, ``_EP_LO``, ``_EP_HI``) are defined here and imported by conv.py, which generates
 the calls. conv.py's generator hash covers this file, so a change here does not reuse modules
 in a ``cache_dir`` compiled against the old IR.
@@ -197,32 +198,167 @@ def conv_tile(typingctx, a, a_off, b, b_off, c, c_off, kc, accumulate, bias, bia
                 phis[r][v].add_incoming(new[r][v], loop)
 
         builder.position_at_end(done)
-        lov, hiv = splat(context.cast(builder, args[12], tys[12], types.float32)), \
-            splat(context.cast(builder, args[13], tys[13], types.float32))
-        bvec = [None] * nvec
-        if flags & _EP_BIAS:
-            bvec = [_load_cols(builder, biasp, v * vw, min(vw, nvalid - v * vw), vty) for v in range(nvec)]
-        with builder.if_else(acc_flag) as (then, otherwise):
-            for accumulate_c, block in ((True, then), (False, otherwise)):
-                with block:
-                    for r in range(mr):
-                        for v in range(nvec):
-                            col, n = v * vw, min(vw, nvalid - v * vw)
-                            x = new[r][v]
-                            if accumulate_c:
-                                x = builder.fadd(x, _load_cols(builder, cp, r * ldc + col, n, vty))
-                            if flags & _EP_BIAS:
-                                x = builder.fadd(x, bvec[v])
-                            if flags & _EP_RES:
-                                x = builder.fadd(x, _load_cols(builder, resp, r * ldc + col, n, vty))
-                            if flags & _EP_LO:
-                                x = builder.select(builder.fcmp_ordered(">", x, lov), x, lov)
-                            if flags & _EP_HI:
-                                x = builder.select(builder.fcmp_ordered("<", x, hiv), x, hiv)
-                            _store_cols(builder, cp, r * ldc + col, n, x, vty)
+        _epilogue_store(context, builder, tys, args, new, cp, biasp, resp, acc_flag, splat, 12, mr, ldc, nvalid,
+                        vty, flags)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def addr_f32(typingctx, arr, off):
+    """The address (int64) of element ``off`` of the float32 array ``arr`` (igemm_tile's
+    indirection entries)."""
+    if not _is_f32_array(arr) or not isinstance(off, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _ptr(context, builder, sig.args[0], args[0], context.cast(builder, args[1], sig.args[1], types.int64))
+        return builder.ptrtoint(ptr, _I64)
+
+    return types.int64(arr, off), codegen
+
+
+@intrinsic(prefer_literal=True)
+def igemm_tile(typingctx, ind, ind_off, c0, b, b_off, c, c_off, ntaps, kc, accumulate, bias, bias_off, res,
+               res_off, lo, hi, MR, NR, IND_LD, BTAP, LDC, NVALID, VW, FLAGS, UNROLL):
+    """The direct (indirect-GEMM) conv tile: conv_tile's K loop with A read in place from the
+    input through an indirection table instead of a gathered patch matrix:
+
+        C[0:MR, 0:NVALID] = epilogue((C if accumulate)
+            + sum_{t < ntaps, k < kc} A_t[r][c0 + k] * Bp[b_off + t*BTAP + k*NR + col])
+
+    where A_t[r] is the float pointer held (as an int64 address, ``addr_f32``) in
+    ind[ind_off + r*IND_LD + t]: the first channel of the input pixel that tap t of output pixel
+    r reads, or a row of zeros for a tap outside the image; ntaps may be 0 (a tile whose taps
+    of this block are all outside the image: the epilogue alone). The epilogue is conv_tile's (FLAGS:
+    bias, residual, clamps; with FLAGS 0 and accumulate it is gemm_tile's store). Loops: taps
+    outer (MR address loads each), K inner (unrolled UNROLL times: kc must be a multiple of it),
+    the accumulators carried through both as phis."""
+    if not (isinstance(ind, types.Array) and ind.dtype == types.int64 and ind.layout == "C"):
+        return None
+    if not all(_is_f32_array(t) for t in (b, c, bias, res)):
+        return None
+    if not all(isinstance(t, types.Integer) for t in (ind_off, c0, b_off, c_off, ntaps, kc, bias_off, res_off)):
+        return None
+    if not isinstance(accumulate, (types.Boolean, types.Integer)) or not all(
+            isinstance(t, types.Float) for t in (lo, hi)):
+        return None
+    lits = (MR, NR, IND_LD, BTAP, LDC, NVALID, VW, FLAGS, UNROLL)
+    if not all(isinstance(t, types.IntegerLiteral) for t in lits):
+        return None
+    mr, nr, ind_ld, btap, ldc, nvalid, vw, flags, unroll = (int(t.literal_value) for t in lits)
+    sig = types.void(ind, ind_off, c0, b, b_off, c, c_off, ntaps, kc, accumulate, bias, bias_off, res, res_off,
+                     lo, hi, *lits)
+
+    def codegen(context, builder, sig, args):
+        tys = sig.args
+        i64 = lambda k: context.cast(builder, args[k], tys[k], types.int64)  # noqa: E731
+        indp = builder.bitcast(_ptr(context, builder, tys[0], args[0], i64(1)), _I64.as_pointer())
+        bp, cp, biasp, resp = (_ptr(context, builder, tys[k], args[k], i64(k + 1)) for k in (3, 5, 10, 12))
+        coff, ntap, kcount = i64(2), i64(7), i64(8)
+        acc_flag = context.cast(builder, args[9], tys[9], types.boolean)
+        vty = ir.VectorType(_F32, vw)
+        vptr = vty.as_pointer()
+        fptr = _F32.as_pointer()
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vw}f32")
+        undef = ir.Constant(vty, ir.Undefined)
+        splat_mask = ir.Constant(ir.VectorType(_I32, vw), [0] * vw)
+        c64 = lambda v: ir.Constant(_I64, v)  # noqa: E731
+
+        def splat(v):
+            return builder.shuffle_vector(builder.insert_element(undef, v, ir.Constant(_I32, 0)), undef, splat_mask)
+
+        nvec = -(-nvalid // vw)
+        entry = builder.basic_block
+        tap = builder.append_basic_block("itile.tap")
+        loop = builder.append_basic_block("itile.kloop")
+        tend = builder.append_basic_block("itile.tapend")
+        done = builder.append_basic_block("itile.done")
+        builder.cbranch(builder.icmp_signed(">", ntap, c64(0)), tap, done)
+        # -- per tap: the MR row pointers and the tap's B rows --
+        builder.position_at_end(tap)
+        t = builder.phi(_I64)
+        tphis = [[builder.phi(vty) for _ in range(nvec)] for _ in range(mr)]
+        rows = []
+        for r in range(mr):
+            a = builder.load(builder.gep(indp, [builder.add(t, c64(r * ind_ld))]), align=8)
+            rows.append(builder.gep(builder.inttoptr(a, fptr), [coff]))
+        bt = builder.gep(bp, [builder.mul(t, c64(btap))])
+        builder.branch(loop)
+        # -- K loop over the tap's channels --
+        builder.position_at_end(loop)
+        k = builder.phi(_I64)
+        phis = [[builder.phi(vty) for _ in range(nvec)] for _ in range(mr)]
+        new = phis
+        for u in range(unroll):  # kc is a multiple of UNROLL
+            ku = builder.add(k, c64(u)) if u else k
+            brow = builder.gep(bt, [builder.mul(ku, c64(nr))])
+            bv = [builder.load(builder.bitcast(builder.gep(brow, [c64(v * vw)]), vptr), align=4) for v in range(nvec)]
+            acc = new
+            new = []
+            for r in range(mr):
+                av = splat(builder.load(builder.gep(rows[r], [ku]), align=4))
+                new.append([builder.call(fma, [av, bv[v], acc[r][v]]) for v in range(nvec)])
+        k1 = builder.add(k, c64(unroll))
+        builder.cbranch(builder.icmp_signed("<", k1, kcount), loop, tend)
+        k.add_incoming(c64(0), tap)
+        k.add_incoming(k1, loop)
+        # -- next tap --
+        builder.position_at_end(tend)
+        t1 = builder.add(t, c64(1))
+        builder.cbranch(builder.icmp_signed("<", t1, ntap), tap, done)
+        t.add_incoming(c64(0), entry)
+        t.add_incoming(t1, tend)
+        for r in range(mr):
+            for v in range(nvec):
+                tphis[r][v].add_incoming(ir.Constant(vty, None), entry)
+                tphis[r][v].add_incoming(new[r][v], tend)
+                phis[r][v].add_incoming(tphis[r][v], tap)
+                phis[r][v].add_incoming(new[r][v], loop)
+
+        builder.position_at_end(done)  # ntaps == 0: zeros (the epilogue alone)
+        out = [[builder.phi(vty) for _ in range(nvec)] for _ in range(mr)]
+        for r in range(mr):
+            for v in range(nvec):
+                out[r][v].add_incoming(ir.Constant(vty, None), entry)
+                out[r][v].add_incoming(new[r][v], tend)
+        _epilogue_store(context, builder, tys, args, out, cp, biasp, resp, acc_flag, splat, 14, mr, ldc, nvalid,
+                        vty, flags)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _epilogue_store(context, builder, tys, args, new, cp, biasp, resp, acc_flag, splat, k_lo, mr, ldc,
+                    nvalid, vty, flags):
+    """Store the accumulators ``new`` [mr][nvec] to the tile at cp (row stride ldc): (+ C when
+    acc_flag) + bias + residual (same row stride), clamped to [lo, hi] (args[k_lo], args[k_lo + 1])
+    as the FLAGS bits say. Shared by conv_tile and igemm_tile."""
+    vw = vty.count
+    nvec = len(new[0])
+    lov, hiv = (splat(context.cast(builder, args[k], tys[k], types.float32)) for k in (k_lo, k_lo + 1))
+    bvec = [None] * nvec
+    if flags & _EP_BIAS:
+        bvec = [_load_cols(builder, biasp, v * vw, min(vw, nvalid - v * vw), vty) for v in range(nvec)]
+    with builder.if_else(acc_flag) as (then, otherwise):
+        for accumulate_c, block in ((True, then), (False, otherwise)):
+            with block:
+                for r in range(mr):
+                    for v in range(nvec):
+                        col, n = v * vw, min(vw, nvalid - v * vw)
+                        x = new[r][v]
+                        if accumulate_c:
+                            x = builder.fadd(x, _load_cols(builder, cp, r * ldc + col, n, vty))
+                        if flags & _EP_BIAS:
+                            x = builder.fadd(x, bvec[v])
+                        if flags & _EP_RES:
+                            x = builder.fadd(x, _load_cols(builder, resp, r * ldc + col, n, vty))
+                        if flags & _EP_LO:
+                            x = builder.select(builder.fcmp_ordered(">", x, lov), x, lov)
+                        if flags & _EP_HI:
+                            x = builder.select(builder.fcmp_ordered("<", x, hiv), x, hiv)
+                        _store_cols(builder, cp, r * ldc + col, n, x, vty)
 
 
 def _load_cols(builder, base, off, n, vty):

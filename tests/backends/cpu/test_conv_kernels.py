@@ -2,7 +2,7 @@
 kernel (channels_last=1) evaluated in float64.
 
 Every case builds one plan (one generated kernel to compile), so the cases are chosen to cover
-together: the three paths (1x1 GEMM, implicit-GEMM im2col, depthwise), H/W of 1, 7, 13, C of 3
+together: the four paths (1x1 GEMM, implicit-GEMM im2col, direct, depthwise), H/W of 1, 7, 13, C of 3
 and 17, O of 1, 5, 33, strides 1-2, asymmetric pads, dilation 2, every activation, bias,
 residual, 1 and 2 threads, 0-sized dims; and the code paths inside each:
 
@@ -10,6 +10,11 @@ residual, 1 and 2 threads, 0-sized dims; and the code paths inside each:
   several K blocks of whole taps (C <= KC < K), blocks that cut a tap's channels (C > KC), several
   MC blocks with every remainder tile height, work items over row blocks and over groups of NR
   panels (then each item gathers its own patches), N not a multiple of the panel width;
+* direct (``igemm_tile`` through the indirection table): one K block of all taps, blocks of
+  whole taps and blocks of a tap's channel range with per-tile tap masks (tiles whose taps in a
+  block are all outside the image: ntaps = 0, including the first and the last block), pads past
+  the kernel's reach, a 1x1 image, stride 2 with odd sizes, a strided 1x1, the K loop unrolled or
+  not (C % 4), 0-sized N, H, O and C;
 * the tile epilogue: ``conv_tile`` on the last K block (after ``gemm_tile`` on the others) with
   bias, residual and a Relu/Clip clamp in registers, other activations in a loop after it;
 * depthwise: runs of 8 and 4 pixels through ``dw_tile`` (C a multiple of the vector width, and
@@ -62,13 +67,38 @@ CASES = [
     # implicit GEMM: whole K in one block, stem-like (C=3, 7x7/2), MC blocks, split over pixels
     ((1, 45, 39, 3), (20, 3, 7, 7), (2, 2), (3, 2, 3, 1), (1, 1), 1, "Relu", (), True, False, 2),
     # C <= KC < K: 3 K blocks of 3 taps (K=1152 -> KC=384); MC blocks; residual + Clip
-    ((1, 23, 17, 128), (40, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Clip", (0, 6), True, True, 1),
+    ((1, 23, 17, 128), (40, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Clip", (0, 6), True, True, 1, "im2col"),
     # C > KC: blocks cut the taps' channels (C=600 -> 2 blocks of 300); split over NR panels
-    ((1, 5, 6, 600), (200, 600, 3, 3), (1, 1), (1, 0, 1, 2), (1, 2), 1, "SiLU", (), True, False, 2),
+    ((1, 5, 6, 600), (200, 600, 3, 3), (1, 1), (1, 0, 1, 2), (1, 2), 1, "SiLU", (), True, False, 2, "im2col"),
     # strided 1x1 through the gather, C > KC; O not a multiple of the panel
-    ((1, 9, 8, 1030), (70, 1030, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "LeakyRelu", (0.2,), False, True, 2),
+    ((1, 9, 8, 1030), (70, 1030, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "LeakyRelu", (0.2,), False, True, 2,
+     "im2col"),
     # 1x1 in place: M < O splits the panels; K blocks (K=2048)
     ((1, 7, 7, 2048), (150, 2048, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "Relu", (), True, True, 2),
+    # direct (C >= 16 picks it): one K block of all 9 taps (no tap masks); O=70 not a multiple
+    # of the panel; MC blocks with a remainder tile; residual + Relu fused
+    ((1, 23, 17, 32), (70, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Relu", (), True, True, 1),
+    # direct: 3 blocks of 3 whole taps (tap masks: tiles in the top/bottom output rows skip a
+    # kernel row), 2 threads over row blocks and panel groups, Clip
+    ((1, 23, 17, 128), (40, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Clip", (0, 6), True, True, 2),
+    # direct: taps cut into channel ranges (C=600 > KC), dilation 2, asymmetric pads
+    ((1, 5, 6, 600), (200, 600, 3, 3), (1, 1), (1, 0, 1, 2), (1, 2), 1, "SiLU", (), True, False, 2),
+    # direct on a 1x1 image (C=128, 3 tap-row blocks): the first and the last block have no
+    # in-image tap (ntaps = 0: a zero store, then the epilogue alone); residual
+    ((1, 1, 1, 128), (20, 128, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Relu", (), True, True, 1),
+    # direct: pads beyond the kernel's reach on a 2x3 image (output pixels with no in-image
+    # tap), 9 one-tap blocks (C=200) with masks, and one 9-tap block (C=64, no masks)
+    ((1, 2, 3, 200), (9, 200, 3, 3), (1, 1), (3, 2, 3, 2), (1, 1), 1, "Tanh", (), True, True, 2),
+    ((1, 2, 3, 64), (9, 64, 3, 3), (1, 1), (3, 2, 3, 2), (1, 1), 1, "", (), False, False, 1),
+    # direct: stride 2, odd sizes, batch 2, an activation applied after the tile
+    ((2, 13, 11, 48), (33, 48, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "LeakyRelu", (0.1,), True, False, 2),
+    # direct: strided 1x1 (one tap), C=18 (K loop not unrolled: 18 % 4), O=1
+    ((1, 9, 8, 18), (1, 18, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "Clip", (-INF, 0.5), True, True, 1),
+    # direct, 0-sized dims: no pixel, no output channel, no input channel (forced)
+    ((0, 7, 7, 32), (5, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Relu", (), True, True, 2),
+    ((1, 0, 7, 32), (5, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Relu", (), True, False, 1),
+    ((1, 7, 7, 32), (0, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "", (), True, False, 1),
+    ((1, 7, 7, 0), (5, 0, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "Relu", (), True, True, 1, "direct"),
     # depthwise: dw_tile runs (8 and 4 pixels), no channel tail
     ((1, 9, 31, 32), (32, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 32, "Relu", (), True, True, 2),
     # depthwise: channel tail (C=40), stride 2, Clip with an infinite lower bound
@@ -90,11 +120,19 @@ def _ref(x, w, b, z, plan, ws, strides, pads, dil, group, act, params):
     return y, scale
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-g{c[5]}-{c[6] or 'none'}-t{c[10]}")
+def _plan(case) -> ConvPlan:
+    """The case's plan (an optional 12th field forces the kind)."""
+    xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads, *kind = case
+    return ConvPlan(xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads,
+                    kind=kind[0] if kind else None)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-g{c[5]}-{c[6] or 'none'}-t{c[10]}"
+                         + (f"-{c[11]}" if len(c) > 11 else ""))
 def test_conv_matches_reference(case):
-    xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads = case
+    xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads = case[:11]
     rng = np.random.default_rng(CASES.index(case))
-    plan = ConvPlan(xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads)
+    plan = _plan(case)
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     b = rng.standard_normal(ws[0]).astype(np.float32) if has_b else None
@@ -114,14 +152,55 @@ def test_conv_matches_reference(case):
 def test_paths():
     assert ConvPlan((1, 7, 7, 3), (5, 3, 1, 1)).kind == "gemm"
     assert ConvPlan((1, 7, 7, 3), (5, 3, 1, 1), strides=(2, 2)).kind == "im2col"
+    assert ConvPlan((1, 7, 7, 3), (5, 3, 3, 3), pads=(1, 1, 1, 1)).kind == "im2col"  # C < 16
+    assert ConvPlan((1, 7, 7, 16), (5, 16, 3, 3), pads=(1, 1, 1, 1)).kind == "direct"
+    assert ConvPlan((1, 7, 7, 16), (5, 16, 1, 1), strides=(2, 2)).kind == "direct"
+    assert ConvPlan((1, 7, 7, 16), (5, 16, 3, 3), kind="im2col").kind == "im2col"
     assert ConvPlan((1, 7, 7, 3), (3, 1, 3, 3), group=3).kind == "depthwise"
+    with pytest.raises(ValueError, match="kind"):
+        ConvPlan((1, 7, 7, 16), (5, 16, 1, 1), kind="direct")
+    with pytest.raises(ValueError, match="kind"):
+        ConvPlan((1, 7, 7, 16), (5, 16, 3, 3), kind="gemm")
 
 
-@pytest.mark.parametrize("case", [CASES[i] for i in (22, 23, 24, 25, 26)], ids=lambda c: f"{c[0]}-{c[1]}")
+def _cases(*first_fields):
+    return [c for c in CASES if c[:2] in first_fields]
+
+
+@pytest.mark.parametrize("case", _cases(((1, 23, 17, 32), (70, 32, 3, 3)), ((1, 23, 17, 128), (40, 128, 3, 3)),
+                                        ((1, 5, 6, 600), (200, 600, 3, 3)), ((1, 1, 1, 128), (20, 128, 3, 3)),
+                                        ((1, 2, 3, 200), (9, 200, 3, 3)), ((1, 9, 8, 18), (1, 18, 1, 1))),
+                         ids=lambda c: f"{c[0]}-{c[1]}-t{c[10]}-{c[11] if len(c) > 11 else 'auto'}")
+def test_blocking_of_the_direct_cases(case):
+    """The direct cases above exercise what they claim (guards the test, not the kernel)."""
+    plan = _plan(case)
+    if plan.kind != "direct":
+        return  # the im2col twins: test_blocking_of_the_gemm_cases
+    C, NT = case[0][3], case[1][2] * case[1][3]
+    kb = plan.kblocks
+    assert sum(nt * kc for _, _, nt, _, kc in kb) == plan.K and kb[0][0] == 0
+    if C == 32:
+        assert kb == [(0, 0, 9, 0, 32)] and not plan.tap_masks and plan.MC < plan.M and plan.w_shape[0] % plan.NR
+    elif C in (128, 200):
+        assert len(kb) > 1 and all(c0 == 0 and kc == C for _, _, _, c0, kc in kb) and plan.tap_masks
+    elif C == 600:
+        per_tap = [[(c0, kc) for _, t, _, c0, kc in kb if t == tap] for tap in range(NT)]
+        assert all(len(r) == len(per_tap[0]) > 1 and r[0][0] == 0 and sum(kc for _, kc in r) == C
+                   and all(kc % 16 == 0 for _, kc in r[:-1]) for r in per_tap) and plan.tap_masks
+    if C == 18:
+        assert plan.unroll == 1
+    else:
+        assert plan.unroll == 4
+    if C == 128 and case[10] > 1:
+        assert len(plan.chunks) > 2
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if len(c) > 11 and c[11] == "im2col"] + _cases(
+    ((1, 45, 39, 3), (20, 3, 7, 7)), ((1, 7, 7, 2048), (150, 2048, 1, 1))), ids=lambda c: f"{c[0]}-{c[1]}")
 def test_blocking_of_the_gemm_cases(case):
     """The GEMM cases above exercise what they claim (guards the test, not the kernel)."""
-    xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads = case
-    plan = ConvPlan(xs, ws, strides, pads, dil, group, act, params, has_b, has_z, threads)
+    xs, ws = case[:2]
+    plan = _plan(case)
     C, K = xs[3], plan.K
     whole_panels = all(p_lo == 0 and p_hi == plan.NP for _, _, p_lo, p_hi in plan.chunks)
     if ws[2] == 7:  # work items: row blocks, every panel
