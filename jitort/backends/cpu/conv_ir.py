@@ -23,6 +23,19 @@ from numba.extending import intrinsic
 _F32, _I32, _I64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
 
 
+def _vector_kit(builder, vw: int):
+    """(float vector type, its pointer type, llvm.fma of it, splat(scalar) -> vector)."""
+    vty = ir.VectorType(_F32, vw)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vw}f32")
+    undef = ir.Constant(vty, ir.Undefined)
+    mask = ir.Constant(ir.VectorType(_I32, vw), [0] * vw)
+
+    def splat(v):
+        return builder.shuffle_vector(builder.insert_element(undef, v, ir.Constant(_I32, 0)), undef, mask)
+
+    return vty, vty.as_pointer(), fma, splat
+
+
 def _ptr(context, builder, ty, arr, off):
     """Pointer to element ``off`` (an i64 value) of the C-contiguous array value ``arr``."""
     data = cgutils.create_struct_proxy(ty)(context, builder, value=arr).data
@@ -164,15 +177,8 @@ def conv_tile(typingctx, a, a_off, b, b_off, c, c_off, kc, accumulate, bias, bia
         resp = _ptr(context, builder, tys[10], args[10], i64(11))
         kcount = i64(6)
         acc_flag = context.cast(builder, args[7], tys[7], types.boolean)
-        vty = ir.VectorType(_F32, vw)
-        vptr = vty.as_pointer()
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vw}f32")
-        undef = ir.Constant(vty, ir.Undefined)
-        splat_mask = ir.Constant(ir.VectorType(_I32, vw), [0] * vw)
+        vty, vptr, fma, splat = _vector_kit(builder, vw)
         c64 = lambda v: ir.Constant(_I64, v)  # noqa: E731
-
-        def splat(v):
-            return builder.shuffle_vector(builder.insert_element(undef, v, ir.Constant(_I32, 0)), undef, splat_mask)
 
         nvec = -(-nvalid // vw)
         entry = builder.basic_block
@@ -258,16 +264,9 @@ def igemm_tile(typingctx, ind, ind_off, c0, b, b_off, c, c_off, ntaps, kc, accum
         bp, cp, biasp, resp = (_ptr(context, builder, tys[k], args[k], i64(k + 1)) for k in (3, 5, 10, 12))
         coff, ntap, kcount = i64(2), i64(7), i64(8)
         acc_flag = context.cast(builder, args[9], tys[9], types.boolean)
-        vty = ir.VectorType(_F32, vw)
-        vptr = vty.as_pointer()
+        vty, vptr, fma, splat = _vector_kit(builder, vw)
         fptr = _F32.as_pointer()
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vw}f32")
-        undef = ir.Constant(vty, ir.Undefined)
-        splat_mask = ir.Constant(ir.VectorType(_I32, vw), [0] * vw)
         c64 = lambda v: ir.Constant(_I64, v)  # noqa: E731
-
-        def splat(v):
-            return builder.shuffle_vector(builder.insert_element(undef, v, ir.Constant(_I32, 0)), undef, splat_mask)
 
         nvec = -(-nvalid // vw)
         entry = builder.basic_block
@@ -417,18 +416,11 @@ def dw_tile(typingctx, x, x_off, w, w_off, b, b_off, z, z_off, y, y_off, iters, 
         i64 = lambda k: context.cast(builder, args[k], tys[k], types.int64)  # noqa: E731
         f32 = lambda k: context.cast(builder, args[k], tys[k], types.float32)  # noqa: E731
         xp, wp, bp, zp, yp = (_ptr(context, builder, tys[k], args[k], i64(k + 1)) for k in (0, 2, 4, 6, 8))
-        vty = ir.VectorType(_F32, vw)
-        vptr = vty.as_pointer()
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vw}f32")
+        vty, vptr, fma, splat = _vector_kit(builder, vw)
         c64 = lambda v: ir.Constant(_I64, v)  # noqa: E731
 
         def vload(base, off):
             return builder.load(builder.bitcast(builder.gep(base, [off]), vptr), align=4)
-
-        def splat(v):
-            undef = ir.Constant(vty, ir.Undefined)
-            one = builder.insert_element(undef, v, ir.Constant(_I32, 0))
-            return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, vw), [0] * vw))
 
         taps = [(ti * xrow + tj * xcol, ti * wrow + tj * ypix) for ti in range(ni) for tj in range(nj)]
         lov, hiv = splat(f32(11)), splat(f32(12))
