@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import shutil
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -92,10 +93,6 @@ class CacheStore:
         self.root = root
         env = os.environ.get("JITORT_CACHE_MAX_SIZE")
         self.max_size = max_size if max_size is not None else (parse_size(env) if env else DEFAULT_MAX_SIZE)
-        # the size cap is checked at the first save of a process, then after every max_size/64
-        # bytes written (so the cache may overshoot its cap by that much between checks)
-        self._saved_bytes = 0
-        self._next_prune_check = 0
 
     # -- paths ---------------------------------------------------------------------------------
     def entry_dir(self, key: str) -> str:
@@ -179,9 +176,7 @@ class CacheStore:
             raise
         _record_verified(final, meta)  # we just hashed what we wrote
         STATS.saved += 1
-        self._saved_bytes += sum(f["size"] for f in files.values())
-        if self._saved_bytes >= self._next_prune_check:  # a walk of every entry: not every save
-            self._next_prune_check = self._saved_bytes + max(self.max_size // 64, 1)
+        if _due_for_prune(self.root, sum(f["size"] for f in files.values()), self.max_size):
             self.prune(keep={key.digest})
         return final
 
@@ -255,6 +250,23 @@ class CacheStore:
         for sub in ("entries", "kernels", "models", "locks"):
             remove_tree(os.path.join(self.root, sub))
         return n
+
+
+# The size cap is checked (a walk over every entry) at a process's first save into a cache root,
+# then after every max_size/64 bytes it writes there: the cache may overshoot its cap by that
+# much between checks. Per root and process, not per store object: sessions come and go.
+_WRITTEN: dict[str, list] = {}
+_WRITTEN_LOCK = threading.Lock()
+
+
+def _due_for_prune(root: str, nbytes: int, cap: int) -> bool:
+    with _WRITTEN_LOCK:
+        state = _WRITTEN.setdefault(root, [0, 0])  # [bytes written, next check at]
+        state[0] += nbytes
+        if state[0] < state[1]:
+            return False
+        state[1] = state[0] + max(cap // 64, 1)
+        return True
 
 
 # -- entry files ---------------------------------------------------------------------------------
