@@ -245,6 +245,12 @@ class CompiledModel:
                 return self._build(sig)
             key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
             hit = self._cache.load(key)
+            if hit is None and self.options.get("tune"):
+                pre = self._optimize(sig, tune=True)  # new winners change the key: tune first
+                key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
+                hit = self._cache.load(key)
+            else:
+                pre = None
             if hit is None:
                 try:
                     fd = self._cache.acquire(key)  # other processes compiling this key wait here
@@ -257,7 +263,7 @@ class CompiledModel:
                 try:
                     hit = self._cache.load(key) if fd is not None else None
                     if hit is None:
-                        variant, derived, info = self._build(sig, key)
+                        variant, derived, info = self._build(sig, key, pre)
                         variant.first_run = threading.Event()
                         self._cache.save_async(variant.key, variant.bound, derived, info, fd,
                                                variant.first_run)
@@ -276,20 +282,24 @@ class CompiledModel:
         except Exception as exc:  # noqa: BLE001
             raise JitortError(f"building a plan for [{sig}] failed: {type(exc).__name__}: {exc}") from exc
 
-    def _build(self, sig: Signature, key=None):
-        """Optimize and build the plan. With ``key``: (variant, derived arrays, metadata) for
-        the disk cache (written by the caller)."""
+    def _optimize(self, sig: Signature, tune: bool = False):
+        """Bind and optimize for ``sig``; with ``tune``, also tune its kernels (the winners go to
+        the tuning database, which later plans read)."""
         from .passes.pipeline import optimize
 
-        bound = bind(self.graph, dict(sig.entries))
-        result = optimize(bound, self.opt_level)
+        result = optimize(bind(self.graph, dict(sig.entries)), self.opt_level)
         self.stats.optimized += 1
-        if self.options.get("tune") and getattr(self.backend, "name", "") == "cpu":
-            from .tune import tune_bound  # winners go to the tuning database; the plan uses them
+        if tune and getattr(self.backend, "name", "") == "cpu":
+            from .tune import tune_bound
 
             tune_bound(result.bound, self.backend.threads, self.options.get("cache_dir"))
-            if key is not None:
-                key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
+        return result
+
+    def _build(self, sig: Signature, key=None, result=None):
+        """Optimize (unless ``result`` is given) and build the plan. With ``key``: (variant,
+        derived arrays, metadata) for the disk cache (written by the caller)."""
+        if result is None:
+            result = self._optimize(sig, tune=bool(self.options.get("tune")))
         if key is None:
             return _Variant(sig, result.bound, self.backend.build_plan(result.bound), result)
         derived: dict = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import jitort
+import jitort.cache
 from jitort import tuning_db
 from tests.tune.models import mlp, mlp_reference
 
@@ -24,6 +25,7 @@ def test_tune_at_first_call(tmp_path):
     assert any(k.startswith("gemm M=7 K=32 N=48") for k in keys), keys
     variant = next(iter(m._variants.values()))
     assert variant.key.parts["tuning"] == fp
+    jitort.cache.wait_for_saves()  # the entry is written in the background after the first run
     again = jitort.load(path, cache_dir=cache, num_threads=1, tune=True)
     np.testing.assert_allclose(again(x=x)[0], mlp_reference(x), rtol=1e-4, atol=1e-4)
     assert again.stats.cache_hits == 1 and again.stats.optimized == 0  # no second tuning run
