@@ -11,7 +11,8 @@ So a plan built for T > 1 threads times its calls and runs them at 1 thread (num
 same order, so results are bitwise the same) whenever that is faster:
 
 * the first calls alternate T and 1 threads to learn the best time of each;
-* at T threads, a call slower than 1.25x the best 1-thread time switches to 1 thread;
+* at T threads, two calls in a row slower than 1.25x the best 1-thread time switch to 1 thread
+  (one slow call is noise: a spike would otherwise park a plan at 1 thread until its next probe);
 * at 1 thread, one call in a while probes T threads again (backing off from 0.1 s up to 2 s
   between probes while they lose) and switches back when it beats 0.9x the best 1-thread time.
 
@@ -28,6 +29,7 @@ import numba
 
 _LEARN = 2  # calls per mode while learning (alternating)
 _SWITCH_DOWN = 1.25
+_SLOW_CALLS = 2  # consecutive slow calls at T threads before dropping to 1
 _SWITCH_UP = 0.9
 _PROBE_MIN, _PROBE_MAX = 0.1, 2.0
 _DECAY = 1.01
@@ -42,6 +44,7 @@ class ThreadGovernor:
         self.next_probe = 0.0
         self.backoff = _PROBE_MIN
         self.switches = 0
+        self.slow = 0
         self._lock = threading.Lock()
 
     def choose(self) -> int:
@@ -71,7 +74,11 @@ class ThreadGovernor:
                         self.backoff = min(self.backoff * 2, _PROBE_MAX)
                         self.next_probe = time.monotonic() + self.backoff
                 elif seconds > _SWITCH_DOWN * one:
-                    self._set(1)
+                    self.slow += 1
+                    if self.slow >= _SLOW_CALLS:  # contention is sustained; a lone spike is noise
+                        self._set(1)
+                else:
+                    self.slow = 0
             elif self.mode == self.threads:  # a 1-thread call outside learning: nothing to do
                 pass
 
@@ -79,6 +86,7 @@ class ThreadGovernor:
         if mode != self.mode:
             self.switches += 1
         self.mode = mode
+        self.slow = 0
         if mode == 1:
             self.next_probe = time.monotonic() + self.backoff
         else:

@@ -40,8 +40,8 @@ def test_learns_then_keeps_the_faster(clock):
 def test_contention_drops_to_one_thread_and_recovers(clock):
     g = ThreadGovernor(2)
     feed(g, {2: 0.010, 1: 0.018}, 2 * gov._LEARN, clock)
-    used = feed(g, {2: 0.200, 1: 0.018}, 3, clock)  # a busy machine: every join waits
-    assert used[0] == 2 and g.mode == 1 and used[1:] == [1, 1]
+    used = feed(g, {2: 0.200, 1: 0.018}, 4, clock)  # a busy machine: every join waits
+    assert used[:2] == [2, 2] and g.mode == 1 and used[2:] == [1, 1]
     # while busy: probes back off (0.1 s, 0.2 s, 0.4 s ... up to 2 s) and lose
     used = feed(g, {2: 0.200, 1: 0.018}, 300, clock)
     probes = used.count(2)
@@ -50,6 +50,14 @@ def test_contention_drops_to_one_thread_and_recovers(clock):
     clock[0] += 5
     used = feed(g, {2: 0.010, 1: 0.018}, 5, clock)
     assert used[0] == 2 and g.mode == 2 and used == [2] * 5 and g.backoff == gov._PROBE_MIN
+
+
+def test_one_slow_call_is_noise(clock):
+    g = ThreadGovernor(2)
+    feed(g, {2: 0.010, 1: 0.018}, 2 * gov._LEARN, clock)
+    feed(g, {2: 0.050, 1: 0.018}, 1, clock)  # one spike
+    assert g.mode == 2
+    assert feed(g, {2: 0.010, 1: 0.018}, 5, clock) == [2] * 5
 
 
 def test_one_thread_kept_when_threads_do_not_help(clock):
