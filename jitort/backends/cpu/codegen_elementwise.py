@@ -31,6 +31,7 @@ axes unknown at compile time, ``noop_with_empty_axes``, float-only ops on ints (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -48,7 +49,7 @@ from ...ir.types import TensorType
 from .elementwise_emitters import (  # noqa: F401  (LoweringError, SUPPORTED_DTYPES re-exported)
     _BOOL, _F16, _F32, _REDUCE, EMITTERS, SUPPORTED_DTYPES, LoweringError, _compute, _ctor, reduce_parts,
 )
-from .modules import load_module, note
+from .modules import hash_files, load_module, note
 
 #: Scalar functions the generated code calls, as "module:attribute" (importable and callable
 #: from Numba code on float32 and float64). One dict: point entries at vectorizable versions
@@ -552,21 +553,12 @@ def region_output_types(node, input_types) -> list[TensorType]:
 _COMPILED: dict[tuple, object] = {}
 
 
-_GEN_HASH = None
-
-
+@functools.cache
 def _generator_hash() -> str:
     """Hash of what a region module's compiled code depends on besides its own text (the scalar
     helpers it imports and inlines, the template): an edit there must not reuse old modules."""
-    global _GEN_HASH
-    if _GEN_HASH is None:
-        h = hashlib.sha256()
-        here = Path(__file__).resolve().parent
-        for f in (here / "codegen_elementwise.py", here / "elementwise_emitters.py", here / "vecmath.py", TEMPLATE):
-            if f.exists():
-                h.update(f.read_bytes())
-        _GEN_HASH = h.hexdigest()
-    return _GEN_HASH
+    here = Path(__file__).resolve().parent
+    return hash_files("", [here / "codegen_elementwise.py", here / "elementwise_emitters.py", here / "vecmath.py", TEMPLATE])
 
 
 def compile_region(node, input_types, *, cache_dir: str | os.PathLike | None = None):

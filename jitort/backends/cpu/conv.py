@@ -130,6 +130,7 @@ Grouped convs with 1 < group and not depthwise raise NotImplementedError.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -144,7 +145,7 @@ from .conv_ir import _EP_BIAS, _EP_HI, _EP_LO, _EP_RES
 from .conv_ir import (addr_f32, atomic_next, conv_tile, copy_f32, dw_tile, igemm_tile,  # noqa: F401
                       prefetch_rows, zero_f32)
 from .gemm import VW, _generator_hash as _gemm_generator_hash, choose_config, tile_heights
-from .modules import load_module, note
+from .modules import hash_files, load_module, note
 
 #: FusedConv activations (jitort/ops/fused_conv.py) this module generates.
 ACTIVATIONS = ("", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "SiLU",
@@ -209,21 +210,14 @@ from jitort.backends.cpu.llvm_tile import gemm_tile
 from jitort.backends.cpu.vecmath import FASTMATH, wide_vectors
 """
 _MODULES: dict[str, pytypes.ModuleType] = {}
-_GEN_HASH = None
 
 
+@functools.cache
 def _generator_hash() -> str:
     """Hash of everything the generated code depends on besides its own text: a changed
     generator, tile or vecmath function must not reuse a module compiled from the old one."""
-    global _GEN_HASH
-    if _GEN_HASH is None:
-        h = hashlib.sha256(_gemm_generator_hash().encode())
-        here = os.path.dirname(os.path.abspath(__file__))
-        for f in ("conv.py", "conv_ir.py", "vecmath.py"):
-            with open(os.path.join(here, f), "rb") as fh:
-                h.update(fh.read())
-        _GEN_HASH = h.hexdigest()
-    return _GEN_HASH
+    here = os.path.dirname(os.path.abspath(__file__))
+    return hash_files(_gemm_generator_hash(), [os.path.join(here, f) for f in ("conv.py", "conv_ir.py", "vecmath.py")])
 
 
 def _load(source: str, name: str, cache_dir: str | None):

@@ -36,6 +36,7 @@ and compiled in memory each process (about 0.3-0.7 s).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -48,7 +49,7 @@ import numpy as np
 from jitort import config
 from jitort.backends.cpu.vecmath import gelu_erf as gelu_erf_f32, gelu_tanh as gelu_tanh_f32  # noqa: F401
 
-from .modules import load_module, note
+from .modules import hash_files, load_module, note
 
 
 def host_vector_width() -> int:
@@ -374,18 +375,9 @@ def _check(name, what, x, shape):
         raise ValueError(f"{name}: {what} must be a C-contiguous float32 array of shape {shape}, got {got}")
 
 
-_GEN_HASH = None
-
-
+@functools.cache
 def _generator_hash() -> str:
     """Hash of the code generators: a changed tile or driver generator, or a changed activation
     (vecmath's are inlined), must not reuse old modules."""
-    global _GEN_HASH
-    if _GEN_HASH is None:
-        h = hashlib.sha256(numba.__version__.encode())
-        here = os.path.dirname(os.path.abspath(__file__))
-        for f in ("gemm.py", "llvm_tile.py", "vecmath.py"):
-            with open(os.path.join(here, f), "rb") as fh:
-                h.update(fh.read())
-        _GEN_HASH = h.hexdigest()
-    return _GEN_HASH
+    here = os.path.dirname(os.path.abspath(__file__))
+    return hash_files(numba.__version__, [os.path.join(here, f) for f in ("gemm.py", "llvm_tile.py", "vecmath.py")])

@@ -17,6 +17,7 @@ record in an entry's metadata which generated modules its plan runs (``jitort ca
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import sys
@@ -82,3 +83,15 @@ def load_module(source: str, modname: str, cache_dir: str | None) -> types.Modul
         sys.modules.pop(modname, None)
         raise
     return mod
+
+
+def hash_files(seed: str, paths) -> str:
+    """sha256 of ``seed`` then the bytes of each existing file in ``paths``: the generator part
+    of a kernel module's name (a changed generator, tile or inlined helper must not reuse a module
+    compiled from the old one)."""
+    h = hashlib.sha256(seed.encode())
+    for path in paths:
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
