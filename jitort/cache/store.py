@@ -32,7 +32,7 @@ import shutil
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,7 +68,6 @@ class Stats:
     saved: int = 0
     corrupt: int = 0
     waited: int = 0
-    events: list = field(default_factory=list)
 
 
 STATS = Stats()

@@ -5,7 +5,7 @@
     iface = vc.load_interface(digest)         # the inputs/outputs, without parsing the model
     key = vc.key(digest, signature)
     entry = vc.load(key)                      # {"bound": BoundGraph, "derived": {...}} or None
-    with vc.lock(key): ...                    # one compile per key across processes
+    fd = vc.acquire(key); ...                 # one compile per key across processes
     vc.save(key, bound, derived, info)
 
 Model identity: the sha256 of the model file and its external data files. For a path, an index
@@ -143,9 +143,6 @@ class VariantCache:
     def load(self, key: CacheKey):
         entry = self.store.load(key)
         return None if entry is None else entry.obj
-
-    def lock(self, key: CacheKey):
-        return self.store.lock(key.digest)
 
     def acquire(self, key: CacheKey) -> int:
         """The key's lock as a descriptor (TimeoutError after JITORT_LOCK_TIMEOUT seconds)."""
