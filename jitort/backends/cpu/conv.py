@@ -410,22 +410,29 @@ def _gemm_source(p, act: list[str]) -> str:
     else:
         L += [f"                        if p == {NP - 1}:"] + panel(nlast, " " * 28)
         L += ["                        else:"] + panel(NR, " " * 28)
+    # ``za`` is zrow's address, an integer: Numba frees an array after its last use, so without
+    # a use after the work loop zrow went back to the allocator while ``ind`` still pointed at
+    # it, and the taps outside the image read whatever the next allocation wrote there (light
+    # VGG-19 at 2 threads: border pixels off by up to 1e24, now and then inf -> NaN).
+    keep = ["zrow[0] = np.float32(0.0)  # keeps zrow alive: ind holds its address"] if direct else []
     L = head + _work_items("conv_gemm", "xin, bp, y, bias, res", T, len(p.chunks),
-                           "m_lo, m_hi, p_lo, p_hi = _CHUNKS[wi]", setup, L)
+                           "m_lo, m_hi, p_lo, p_hi = _CHUNKS[wi]", setup, L, keep)
     return "\n".join(L) + "\n"
 
 
 def _work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list[str],
-                body: list[str]) -> list[str]:
+                body: list[str], after: list[str] = ()) -> list[str]:
     """``{name}_items(counter, {args})``, a plain (not parallel) function running the work items:
     in order with one thread; with several, taking them from the atomic ``counter``
     (``_chunks``). ``body`` is written at indent 12 with ``wi`` the item. Then ``{name}({args})``:
     ``prange(T)`` over calls of it. The body in its own function keeps Numba's parfor passes off
-    it: compiling the body inside the prange took ~3x longer (2-4 s per conv)."""
+    it: compiling the body inside the prange took ~3x longer (2-4 s per conv). ``after`` runs
+    once the items are done."""
     loop = ([f"    for wi in range({nch}):"] if T == 1 else
             ["    while True:", "        wi = atomic_next(counter)", f"        if wi >= {nch}:", "            break"])
     items = ([_decorator(False), f"def {name}_items(counter, {args}):", "    wide_vectors()"]
-             + ["    " + x for x in setup] + loop + ["        " + unpack] + [x[4:] for x in body])
+             + ["    " + x for x in setup] + loop + ["        " + unpack] + [x[4:] for x in body]
+             + ["    " + x for x in after])
     call = f"{name}_items(counter, {args})"
     driver = ["", "", _decorator(T > 1), f"def {name}({args}):", "    counter = np.zeros(1, np.int64)"]
     driver += [f"    {call}"] if T == 1 else [f"    for t in numba.prange({T}):", f"        {call}"]

@@ -97,9 +97,7 @@ class ThreadGovernor:
         n = self.choose()
         prev = numba.get_num_threads()
         # Only a 1-thread call sets Numba's (thread-local) count: a T-thread call runs as if
-        # there were no governor. (Measured: light_vgg19's first call at 2 threads returned NaN
-        # when set_num_threads(2) had been called before it -- a first-run bug of a kernel,
-        # not found yet; the governor stays out of its way.)
+        # there were no governor.
         change = n != prev and not (n == self.threads and prev >= n)
         if change:
             numba.set_num_threads(n)

@@ -249,6 +249,25 @@ def test_one_plan_in_two_threads():
     assert all(np.array_equal(g, w) for g, w in zip(got, want))
 
 
+
+@pytest.mark.parametrize("C,MR,MC", [(16, 6, 48), (16, 4, 32), (24, 6, 72)])
+def test_direct_zero_row_outlives_the_work_loop(C, MR, MC):
+    """The taps outside the image read a row of zeros through its address in the indirection
+    table. Numba frees an array after its last use, which was taking that address: the zero row
+    went back to the allocator, and with these blocks (zrow's C floats and live's MC/MR int64s
+    the same size) the very next allocation, the tap masks, landed on it. x = 0 and huge weights:
+    every output must be exactly 0 (it was up to 4e-11 at 1 thread; at 2 threads light VGG-19's
+    border pixels came out 1e24 too large, sometimes inf -> NaN)."""
+    from jitort.backends.cpu.gemm import TileConfig
+
+    x = np.zeros((1, 9, 9, C), np.float32)
+    w = np.full((64, C, 3, 3), 1e30, np.float32)
+    plan = ConvPlan(x.shape, w.shape, (1, 1), (1, 1, 1, 1), kind="direct",
+                    config=TileConfig(MR=MR, NR=64, KC=2 * C, MC=MC))
+    assert plan.tap_masks and len(plan.kblocks) > 1  # the masks are allocated after the zero row
+    y = plan(x, plan.pack_weights(w))
+    assert np.count_nonzero(y) == 0
+
 def test_errors():
     with pytest.raises(NotImplementedError, match="grouped"):
         ConvPlan((1, 7, 7, 4), (4, 2, 3, 3), group=2)
