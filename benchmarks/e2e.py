@@ -24,12 +24,14 @@ an empty cache dir (NUMBA_CACHE_DIR inside it too, so even the package's own ker
 ``--keep-package-kernels`` leaves those in Numba's usual cache, as after a first run),
 jitort again with that now-filled cache dir (the variant, its packed weights and every kernel
 load from disk; the model file is not parsed), and onnxruntime, each in its own process,
-alternated; the outputs are checked the same way. JSON: benchmarks/results/e2e_cold_start.json.
+alternated; the outputs are checked the same way. jitort's package is byte-compiled first, as a
+pip install does. JSON: benchmarks/results/e2e_cold_start.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import math
 import os
@@ -149,6 +151,9 @@ def bench(args, models: list, tmp: str) -> dict:
 
 # -- cold start ----------------------------------------------------------------------------------------
 def cold_start(args, model: str, tmp: str) -> dict:
+    # As installed: pip byte-compiles the packages it installs (onnxruntime's .pyc are there);
+    # an editable install of jitort has none, and these machines set PYTHONDONTWRITEBYTECODE=1.
+    compileall.compile_dir(os.path.join(H.ROOT, "jitort"), quiet=1)
     path, rounds = run_rounds(model, COLD, args, tmp, 0, 1)
     res = {"description": describe(model), "model_path": H.relpath(path),
            "counted_rounds": sum(r["outputs_match"] for r in rounds), "rounds": rounds}

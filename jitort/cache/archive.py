@@ -1,7 +1,8 @@
 """Ship a warmed cache as one file: ``jitort cache export FILE`` / ``jitort cache import FILE``.
 
 The archive is a gzip'd tar of the cache's ``entries/``, ``kernels/``, ``models/`` and
-``tuning/`` (locks and temp files stay behind). Import is strict, because a cache holds code
+``tuning/`` (locks, temp files and the byte-compiled kernel modules stay behind: a ``.pyc`` is
+rebuilt from its source where it is used, and one in an archive is not imported). Import is strict, because a cache holds code
 that will run: every member must be a regular file or a directory whose name stays inside one of
 those four folders (no absolute paths, no ``..``, no links, devices or fifos); every entry must
 pass the same integrity checks a load does; anything wrong refuses the whole archive and leaves
@@ -36,7 +37,7 @@ def export_cache(root: str, path: str) -> int:
                 dirs[:] = sorted(x for x in dirs if not x.endswith(".tmp"))
                 for f in sorted(files):
                     full = os.path.join(d, f)
-                    if f.endswith(".tmp") or f.endswith(".lock") or os.path.islink(full):
+                    if f.endswith((".tmp", ".lock", ".pyc")) or os.path.islink(full):
                         continue
                     tar.add(full, arcname=os.path.relpath(full, root), recursive=False)
                     n += 1
@@ -73,6 +74,8 @@ def import_cache(root: str, path: str) -> dict:
         stage = tempfile.mkdtemp(prefix=".import.", dir=root)
         try:
             for m in members:  # members are checked: plain files/dirs under TOP only
+                if m.name.endswith(".pyc"):
+                    continue
                 if m.isdir():
                     os.makedirs(os.path.join(stage, m.name), mode=0o700, exist_ok=True)
                     continue

@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import warnings
 
-import numba
 import numpy as np
 
 from ... import config
+from .numba_start import prepare
+
+numba = prepare()  # before any kernel module: see numba_start.py
 from ..base import register_backend
 from ..reference import ReferenceBackend
 from . import lower_gemm, lower_pool, lower_rows  # noqa: F401  (register their lowerings)
