@@ -24,7 +24,7 @@ from .numba_start import prepare
 numba = prepare()  # before any kernel module: see numba_start.py
 from ..base import register_backend
 from ..reference import ReferenceBackend
-from . import lower_gemm, lower_pool, lower_rows  # noqa: F401  (register their lowerings)
+from . import lower_gemm, lower_pool, lower_rows, transpose  # noqa: F401  (register their lowerings)
 from ...ir.infer import _NONDETERMINISTIC
 from .lowering import LOWERINGS, LowerCtx, Unsupported
 from .memory import plan_memory

@@ -125,16 +125,18 @@ def prefetch_rows(typingctx, a, off, rows, LD, NLINES, WRITE):
 
 
 @intrinsic
-def atomic_next(typingctx, counter):
-    """counter[0] += 1 atomically; returns the old value (the work item this thread takes)."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+def atomic_next(typingctx, counter, i):
+    """counter[i] += 1 atomically; returns the old value (the work item this thread takes)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and isinstance(i, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
-        ptr = _ptr(context, builder, sig.args[0], args[0], ir.Constant(_I64, 0))
+        ptr = _ptr(context, builder, sig.args[0], args[0],
+                   context.cast(builder, args[1], sig.args[1], types.int64))
         return builder.atomic_rmw("add", ptr, ir.Constant(_I64, 1), "seq_cst")
 
-    return types.int64(counter), codegen
+    return types.int64(counter, i), codegen
 
 
 #: Epilogue flags of conv_tile and dw_tile: bias, residual, clamp below, clamp above.
