@@ -285,17 +285,25 @@ def _direct_blocks(NT: int, C: int, limit: int) -> list[tuple]:
     return [(t * C + c0, t, 1, c0, min(size, C - c0)) for t in range(NT) for c0 in range(0, C, size)]
 
 
-def _chunks(M: int, NP: int, MC: int, threads: int) -> list[tuple]:
+def _chunks(M: int, NP: int, MC: int, threads: int, MR: int = 1) -> list[tuple]:
     """Work items (m_lo, m_hi, p_lo, p_hi). One thread: everything. More: the threads take items
-    from a shared atomic counter until none is left, so a thread that the OS does not schedule
-    for a while (2 vCPUs shared with other jobs) leaves its work to the others instead of making
-    them wait (see the module docstring). Items: the MC row blocks, each cut into panel groups
-    when there are fewer than 4 blocks per thread (then every group of a block gathers the
-    block's patches itself)."""
+    from atomic counters until none is left, so a thread that the OS does not schedule for a
+    while (2 vCPUs shared with other jobs) leaves its work to the others instead of making them
+    wait (see the module docstring and ``_work_items``). Items: the MC row blocks, each cut into
+    panel groups when there are fewer than 4 blocks per thread (then every group of a block
+    gathers the block's patches itself). When even one panel per item leaves fewer than 4 items
+    per thread, the row blocks are cut finer (multiples of MR): MobileNetV2's 7x7x960->160 was
+    1 block x 3 panels, 64 + 96 columns for the two threads."""
     if threads == 1 or M == 0:
         return [(0, M, 0, NP)]
-    blocks = [(i0, min(i0 + MC, M)) for i0 in range(0, M, MC)]
-    groups = 1 if len(blocks) >= 4 * threads else min(NP, -(-4 * threads // len(blocks)))
+    want = 4 * threads
+    step = MC
+    nb = -(-M // MC)
+    if nb * NP < want and M > MR:
+        nb = min(-(-M // MR), -(-want // NP))
+        step = max(MR, -(-M // nb) // MR * MR)  # rounded down: at least nb blocks
+    blocks = [(i0, min(i0 + step, M)) for i0 in range(0, M, step)]
+    groups = 1 if len(blocks) >= want else min(NP, -(-want // len(blocks)))
     return [(a, b, NP * g // groups, NP * (g + 1) // groups) for a, b in blocks for g in range(groups)]
 
 
@@ -775,7 +783,7 @@ class ConvPlan:
             self.KC = max(nt * kc for _, _, nt, _, kc in self.kblocks)
             self.unroll = _DIRECT_UNROLL if all(kc % _DIRECT_UNROLL == 0 for *_, kc in self.kblocks) else 1
             self.tap_masks = len(self.kblocks) > 1 and self.w_shape[2] * self.w_shape[3] <= 62
-        self.chunks = _chunks(M, self.NP, self.MC, self.threads)
+        self.chunks = _chunks(M, self.NP, self.MC, self.threads, self.MR)
         self.heights = tile_heights(M, self.MR, self.MC, self.chunks)
 
     # -- public -------------------------------------------------------------------------

@@ -302,3 +302,22 @@ def test_cache_dir_writes_the_generated_module(tmp_path):
         np.testing.assert_array_equal(disk(x, disk.pack_weights(ws)), mem(x, mem.pack_weights(ws)))
     files = sorted(p.name for p in tmp_path.glob("jitort_conv_*.py"))
     assert len(files) == 2
+
+
+@pytest.mark.parametrize("M,NP,MC,T,MR", [(49, 3, 54, 2, 6), (196, 1, 96, 2, 6), (784, 1, 96, 2, 12),
+                                         (49, 15, 54, 2, 6), (5, 3, 12, 2, 12), (1, 3, 6, 2, 6),
+                                         (0, 2, 6, 2, 6), (97, 2, 96, 3, 8), (49, 1, 49, 1, 6)])
+def test_work_items_cover_every_tile_once(M, NP, MC, T, MR):
+    """_chunks: every (row, panel) in exactly one item; rows cut at multiples of MR (the tile
+    heights stay those of the one-thread plan); at least 4 items per thread when the rows allow
+    it, so a late thread's share can be taken over (7x7x960->160 was 3 items for 2 threads)."""
+    from jitort.backends.cpu.conv import _chunks
+
+    items = _chunks(M, NP, MC, T, MR)
+    seen = np.zeros((M, NP), int)
+    for m_lo, m_hi, p_lo, p_hi in items:
+        assert m_lo % MR == 0 and (m_hi % MR == 0 or m_hi == M)
+        seen[m_lo:m_hi, p_lo:p_hi] += 1
+    assert (seen == 1).all()
+    if T > 1 and M >= 4 * T * MR:
+        assert len(items) >= 4 * T
