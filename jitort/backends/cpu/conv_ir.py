@@ -96,32 +96,42 @@ def zero_f32(typingctx, dst, dst_off, n):
     return types.void(dst, dst_off, n), codegen
 
 
-@intrinsic(prefer_literal=True)
-def prefetch_rows(typingctx, a, off, rows, LD, NLINES, WRITE):
-    """Prefetch NLINES 64-byte lines from each of ``rows`` rows of a (row stride LD floats)
-    starting at element ``off`` (``llvm.prefetch``, locality 3; WRITE: 1 to prefetch for a store)."""
-    if not _is_f32_array(a) or not all(isinstance(t, types.Integer) for t in (off, rows)):
-        return None
-    lits = (LD, NLINES, WRITE)
-    if not all(isinstance(t, types.IntegerLiteral) for t in lits):
-        return None
-    ld, nlines, write = (int(t.literal_value) for t in lits)
-    sig = types.void(a, off, rows, *lits)
+def _prefetch_rows(locality: int):
+    def prefetch(typingctx, a, off, rows, LD, NLINES, WRITE):
+        if not _is_f32_array(a) or not all(isinstance(t, types.Integer) for t in (off, rows)):
+            return None
+        lits = (LD, NLINES, WRITE)
+        if not all(isinstance(t, types.IntegerLiteral) for t in lits):
+            return None
+        ld, nlines, write = (int(t.literal_value) for t in lits)
+        sig = types.void(a, off, rows, *lits)
 
-    def codegen(context, builder, sig, args):
-        base = _ptr(context, builder, sig.args[0], args[0], context.cast(builder, args[1], sig.args[1], types.int64))
-        nrows = context.cast(builder, args[2], sig.args[2], types.int64)
-        i8p = ir.IntType(8).as_pointer()
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
-                                            "llvm.prefetch.p0")
-        with cgutils.for_range(builder, nrows) as loop:
-            row = builder.gep(base, [builder.mul(loop.index, ir.Constant(_I64, ld))])
-            for k in range(nlines):
-                ptr = builder.bitcast(builder.gep(row, [ir.Constant(_I64, 16 * k)]), i8p)
-                builder.call(fn, [ptr, ir.Constant(_I32, write), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):
+            base = _ptr(context, builder, sig.args[0], args[0],
+                        context.cast(builder, args[1], sig.args[1], types.int64))
+            nrows = context.cast(builder, args[2], sig.args[2], types.int64)
+            i8p = ir.IntType(8).as_pointer()
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
+                                                "llvm.prefetch.p0")
+            with cgutils.for_range(builder, nrows) as loop:
+                row = builder.gep(base, [builder.mul(loop.index, ir.Constant(_I64, ld))])
+                for k in range(nlines):
+                    ptr = builder.bitcast(builder.gep(row, [ir.Constant(_I64, 16 * k)]), i8p)
+                    builder.call(fn, [ptr, ir.Constant(_I32, write), ir.Constant(_I32, locality),
+                                      ir.Constant(_I32, 1)])
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return prefetch
+
+
+#: prefetch_rows(a, off, rows, LD, NLINES, WRITE): prefetch NLINES 64-byte lines from each of
+#: ``rows`` rows of a (row stride LD floats) starting at element ``off`` (``llvm.prefetch``,
+#: WRITE: 1 to prefetch for a store). Into L1 (locality 3); ``prefetch_rows_l2`` into L2
+#: (locality 2: the GEMM's next B slice, as large as L1 itself).
+prefetch_rows = intrinsic(prefer_literal=True)(_prefetch_rows(3))
+prefetch_rows_l2 = intrinsic(prefer_literal=True)(_prefetch_rows(2))
 
 
 @intrinsic

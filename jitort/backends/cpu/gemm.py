@@ -178,6 +178,14 @@ def choose_config(M: int, K: int, N: int, vw: int | None = None) -> TileConfig:
     return TileConfig(mr, nr, kc, mc, "default")
 
 
+#: Software-prefetch (into L2) the next NR panel's slice of packed B while the tiles of this
+#: one run, spread over them: in a model the weights come from L3 or DRAM at every call.
+#: Measured with the caches flushed before each call (1 thread, interleaved A/B, medians):
+#: 128x768x3072 4.53 -> 3.99 ms, 128x3072x768 3.92 -> 3.50, 128x768x768 1.00 -> 0.94,
+#: 64x1024x1024 unchanged; BERT-base end to end 1.03x -> 0.98x onnxruntime.
+_PREFETCH_B = True
+
+
 def _round_up(x: int, m: int) -> int:
     return (x + m - 1) // m * m
 
@@ -285,6 +293,7 @@ class GemmPlan:
               f"MC={MC} VW={self.VW} threads={T} epilogue={ep}"),
              "import numba", "import numpy as np",
              "from jitort.backends.cpu.llvm_tile import gemm_tile",
+             "from jitort.backends.cpu.conv_ir import prefetch_rows_l2",
              "from jitort.backends.cpu.gemm import relu_f32, gelu_tanh_f32, gelu_erf_f32",
              "from jitort.backends.cpu.vecmath import wide_vectors", "",
              f"_RANGES = {tuple(self.ranges)}", f"_ALPHA = np.float32({ep.alpha!r})", "", ""]
@@ -321,6 +330,13 @@ class GemmPlan:
         K, N, MR, NR = self.K, self.N, self.MR, self.NR
         pad = " " * indent
         L = [pad + f"for i in range(i0, i1, {MR}):"]
+        if _PREFETCH_B:  # this tile's share of the next panel's B slice (see _PREFETCH_B)
+            L += [pad + "    if p + 1 < p_hi:",
+                  pad + f"        nt = (i1 - i0 + {MR - 1}) // {MR}",
+                  pad + f"        ti = (i - i0) // {MR}",
+                  pad + f"        lines = kc * {NR} // 16",
+                  pad + "        l0 = lines * ti // nt",
+                  pad + f"        prefetch_rows_l2(bp, boff + {K * NR} + l0 * 16, lines * (ti + 1) // nt - l0, 16, 1, 0)"]
         call = f"gemm_tile(a, i * {K} + k0, bp, boff, c, i * {N} + j0, kc, acc, {{h}}, {NR}, {K}, {N}, {nvalid}, {self.VW})"
         if self.heights == [MR]:
             L.append(pad + "    " + call.format(h=MR))
@@ -380,4 +396,5 @@ def _generator_hash() -> str:
     """Hash of the code generators: a changed tile or driver generator, or a changed activation
     (vecmath's are inlined), must not reuse old modules."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return hash_files(numba.__version__, [os.path.join(here, f) for f in ("gemm.py", "llvm_tile.py", "vecmath.py")])
+    return hash_files(numba.__version__, [os.path.join(here, f) for f in ("gemm.py", "llvm_tile.py", "vecmath.py",
+                                                                   "conv_ir.py")])
