@@ -19,9 +19,6 @@ import warnings
 import numpy as np
 
 from ... import config
-from .numba_start import prepare
-
-numba = prepare()  # before any kernel module: see numba_start.py
 from ..base import register_backend
 from ..reference import ReferenceBackend
 from . import lower_gemm, lower_pool, lower_rows, transpose  # noqa: F401  (register their lowerings)
@@ -29,7 +26,10 @@ from ...ir.infer import _NONDETERMINISTIC
 from .lowering import LOWERINGS, LowerCtx, Unsupported
 from .memory import plan_memory
 from .modules import recording
+from .numba_start import prepare
 from .plan import CpuPlan, Step
+
+numba = prepare()  # before the first kernel compiles or loads: see numba_start.py
 
 _LAYER_SET = False
 #: Largest value a plan computes once at build time and keeps (bytes).

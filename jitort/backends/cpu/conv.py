@@ -58,8 +58,10 @@ software prefetches fetch the next tile's Y and Z lines and a slice of the next 
 
 Threads: with threads=1 the function has no ``parallel`` and no pool. With more, the work items
 (``_chunks``: MC row blocks, cut into groups of NR panels when there are fewer than 4 blocks per
-thread; depthwise: runs of output rows) are taken from an atomic counter inside
-``prange(threads)``, so a late or descheduled thread leaves its items to the others. That does not
+thread; depthwise: runs of output rows) are taken from atomic counters inside
+``prange(threads)``: each thread first runs its home range (the same rows in every layer, so it
+reads what its own core wrote: ``_work_items``), then what is left of the others', so a late or
+descheduled thread leaves its items to the others. That does not
 remove the wait at the end of the parallel region: on 2 vCPUs shared with other jobs, GOMP's
 default spinning workers made each region wait for a preempted worker, a multiple of the 4 ms
 tick (3 convs: 20.7 ms; with OMP_WAIT_POLICY=passive 2.4 ms, but passive lost most of the 2T
