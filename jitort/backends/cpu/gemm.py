@@ -183,7 +183,9 @@ def choose_config(M: int, K: int, N: int, vw: int | None = None) -> TileConfig:
 #: one run, spread over them: in a model the weights come from L3 or DRAM at every call.
 #: Measured with the caches flushed before each call (1 thread, interleaved A/B, medians):
 #: 128x768x3072 4.53 -> 3.99 ms, 128x3072x768 3.92 -> 3.50, 128x768x768 1.00 -> 0.94,
-#: 64x1024x1024 unchanged; BERT-base end to end 1.03x -> 0.98x onnxruntime.
+#: 64x1024x1024 unchanged; BERT-base end to end 1.03x -> 0.98x onnxruntime. Only with at least
+#: 4 tiles per panel to spread it over: gemv (M = 1: one tile) streams B in order, which the
+#: hardware prefetcher follows, and the whole next slice at once made 1x768x3072 0.37 -> 0.53 ms.
 _PREFETCH_B = True
 
 
@@ -341,7 +343,7 @@ class GemmPlan:
         K, N, MR, NR = self.K, self.N, self.MR, self.NR
         pad = " " * indent
         L = [pad + f"for i in range(i0, i1, {MR}):"]
-        if _PREFETCH_B:  # this tile's share of the next panel's B slice (see _PREFETCH_B)
+        if _PREFETCH_B and -(-min(self.M, self.MC) // MR) >= 4:  # a share of the next B slice per tile
             L += [pad + "    if p + 1 < p_hi:",
                   pad + f"        nt = (i1 - i0 + {MR - 1}) // {MR}",
                   pad + f"        ti = (i - i0) // {MR}",
