@@ -10,7 +10,11 @@ So a plan built for T > 1 threads times its calls and runs them at 1 thread (num
 ``set_num_threads(1)``, thread-local: every kernel's T chunks then run in the caller, in the
 same order, so results are bitwise the same) whenever that is faster:
 
-* the first calls alternate T and 1 threads to learn the best time of each;
+* the first calls alternate T and 1 threads to learn the best time of each; when they pick
+  1 thread, T threads are probed again after a few calls, not only after the first backoff:
+  two samples are little to go on (the first process of a benchmark learned while its own
+  cache entry was being written in the background, picked 1 thread for MobileNetV2 at 5.4 ms
+  a call instead of 3.1 at 2, and its 20 calls ended before the 0.1 s probe);
 * at T threads, two calls in a row slower than 1.25x the best 1-thread time switch to 1 thread
   (one slow call is noise: a spike would otherwise park a plan at 1 thread until its next probe);
 * at 1 thread, one call in a while probes T threads again (backing off from 0.1 s up to 2 s
@@ -32,6 +36,7 @@ _SWITCH_DOWN = 1.25
 _SLOW_CALLS = 2  # consecutive slow calls at T threads before dropping to 1
 _SWITCH_UP = 0.9
 _PROBE_MIN, _PROBE_MAX = 0.1, 2.0
+_EARLY_PROBE = 4  # calls after learning picked 1 thread before T threads are tried once more
 _DECAY = 1.01
 
 
@@ -45,13 +50,14 @@ class ThreadGovernor:
         self.backoff = _PROBE_MIN
         self.switches = 0
         self.slow = 0
+        self.probe_call = float("inf")  # a probe at this call count (after learning), else by time
         self._lock = threading.Lock()
 
     def choose(self) -> int:
         """Threads for the next call."""
         if self.calls < 2 * _LEARN:
             return self.threads if self.calls % 2 == 0 else 1
-        if self.mode == 1 and time.monotonic() >= self.next_probe:
+        if self.mode == 1 and (time.monotonic() >= self.next_probe or self.calls >= self.probe_call):
             return self.threads  # a probe
         return self.mode
 
@@ -65,9 +71,12 @@ class ThreadGovernor:
             if self.calls <= 2 * _LEARN:
                 if self.calls == 2 * _LEARN:
                     self._set(self.threads if many < one else 1)
+                    if self.mode == 1:
+                        self.probe_call = self.calls + _EARLY_PROBE
                 return
             if used == self.threads:
                 if self.mode == 1:  # a probe
+                    self.probe_call = float("inf")
                     if seconds < _SWITCH_UP * one:
                         self._set(self.threads)
                     else:

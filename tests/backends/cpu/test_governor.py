@@ -94,3 +94,22 @@ def test_single_thread_plan_has_no_governor(tmp_path, monkeypatch):
     m2 = jitort.load(_model(tmp_path), num_threads=2, cache_dir=str(tmp_path / "c"), cache=False)
     m2(x=np.ones((3, 48), np.float32))
     assert next(iter(m2._variants.values())).plan.governor is None
+
+
+def test_a_noisy_learning_phase_is_corrected_after_a_few_calls(clock):
+    """Learning saw slow T-thread calls (a background cache write, say) and picked 1 thread:
+    T threads are tried again after _EARLY_PROBE calls, before the first timed probe is due."""
+    g = ThreadGovernor(2)
+    feed(g, {2: 0.050, 1: 0.018}, 2 * gov._LEARN, clock)
+    assert g.mode == 1
+    used = feed(g, {2: 0.003, 1: 0.018}, gov._EARLY_PROBE + 3, clock)  # 0.003 * 7 < 0.1 s
+    assert used[:gov._EARLY_PROBE] == [1] * gov._EARLY_PROBE and used[gov._EARLY_PROBE] == 2
+    assert g.mode == 2 and used[gov._EARLY_PROBE:] == [2] * 3
+
+
+def test_the_early_probe_happens_once(clock):
+    """A lost early probe leaves the time-based backoff in charge (no probe every few calls)."""
+    g = ThreadGovernor(2)
+    feed(g, {2: 0.050, 1: 0.018}, 2 * gov._LEARN, clock)
+    used = feed(g, {2: 0.050, 1: 0.001}, 40, clock)  # 40 ms in all: no timed probe due yet
+    assert used.count(2) == 1 and g.mode == 1
