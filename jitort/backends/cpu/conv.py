@@ -57,10 +57,10 @@ software prefetches fetch the next tile's Y and Z lines and a slice of the next 
 (in a model these come from L3: see ``_gemm_source``).
 
 Threads: with threads=1 the function has no ``parallel`` and no pool. With more, the work items
-(``_chunks``: MC row blocks, cut into groups of NR panels when there are fewer than 4 blocks per
+(``conv_work.chunks``: MC row blocks, cut into groups of NR panels when there are fewer than 4 blocks per
 thread; depthwise: runs of output rows) are taken from atomic counters inside
 ``prange(threads)``: each thread first runs its home range (the same rows in every layer, so it
-reads what its own core wrote: ``_work_items``), then what is left of the others', so a late or
+reads what its own core wrote: ``conv_work.work_items``), then what is left of the others', so a late or
 descheduled thread leaves its items to the others. That does not
 remove the wait at the end of the parallel region: on 2 vCPUs shared with other jobs, GOMP's
 default spinning workers made each region wait for a preempted worker, a multiple of the 4 ms
@@ -146,6 +146,7 @@ from .conv_ir import _EP_BIAS, _EP_HI, _EP_LO, _EP_RES
 # the intrinsics the generated modules call (re-exported: they were defined here before conv_ir.py)
 from .conv_ir import (addr_f32, atomic_next, conv_tile, copy_f32, dw_tile, igemm_tile,  # noqa: F401
                       prefetch_rows, zero_f32)
+from .conv_work import chunks, decorator as _decorator, work_items
 from .gemm import VW, _generator_hash as _gemm_generator_hash, choose_config, tile_heights
 from .modules import hash_files, load_module, note
 
@@ -219,7 +220,8 @@ def _generator_hash() -> str:
     """Hash of everything the generated code depends on besides its own text: a changed
     generator, tile or vecmath function must not reuse a module compiled from the old one."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return hash_files(_gemm_generator_hash(), [os.path.join(here, f) for f in ("conv.py", "conv_ir.py", "vecmath.py")])
+    return hash_files(_gemm_generator_hash(), [os.path.join(here, f) for f in ("conv.py", "conv_ir.py", "conv_work.py",
+                                                                                 "vecmath.py")])
 
 
 def _load(source: str, name: str, cache_dir: str | None):
@@ -237,11 +239,6 @@ def _load(source: str, name: str, cache_dir: str | None):
     else:
         note(modname)
     return getattr(mod, name)
-
-
-def _decorator(parallel: bool) -> str:
-    return (f"@numba.njit(error_model='numpy', fastmath=FASTMATH, nogil=True, parallel={parallel}, "
-            f"cache=CACHE)")
 
 
 def _epilogue(act: list[str], bias: str | None, res: str | None, pad: str) -> list[str]:
@@ -285,28 +282,6 @@ def _direct_blocks(NT: int, C: int, limit: int) -> list[tuple]:
     per = -(-C // -(-C // limit))  # ceil(C / ranges)
     size = -(-per // 16) * 16
     return [(t * C + c0, t, 1, c0, min(size, C - c0)) for t in range(NT) for c0 in range(0, C, size)]
-
-
-def _chunks(M: int, NP: int, MC: int, threads: int, MR: int = 1) -> list[tuple]:
-    """Work items (m_lo, m_hi, p_lo, p_hi). One thread: everything. More: the threads take items
-    from atomic counters until none is left, so a thread that the OS does not schedule for a
-    while (2 vCPUs shared with other jobs) leaves its work to the others instead of making them
-    wait (see the module docstring and ``_work_items``). Items: the MC row blocks, each cut into
-    panel groups when there are fewer than 4 blocks per thread (then every group of a block
-    gathers the block's patches itself). When even one panel per item leaves fewer than 4 items
-    per thread, the row blocks are cut finer (multiples of MR): MobileNetV2's 7x7x960->160 was
-    1 block x 3 panels, 64 + 96 columns for the two threads."""
-    if threads == 1 or M == 0:
-        return [(0, M, 0, NP)]
-    want = 4 * threads
-    step = MC
-    nb = -(-M // MC)
-    if nb * NP < want and M > MR:
-        nb = min(-(-M // MR), -(-want // NP))
-        step = max(MR, -(-M // nb) // MR * MR)  # rounded down: at least nb blocks
-    blocks = [(i0, min(i0 + step, M)) for i0 in range(0, M, step)]
-    groups = 1 if len(blocks) >= want else min(NP, -(-want // len(blocks)))
-    return [(a, b, NP * g // groups, NP * (g + 1) // groups) for a, b in blocks for g in range(groups)]
 
 
 # -- the implicit-GEMM source ----------------------------------------------------------------
@@ -425,56 +400,9 @@ def _gemm_source(p, act: list[str]) -> str:
     # it, and the taps outside the image read whatever the next allocation wrote there (light
     # VGG-19 at 2 threads: border pixels off by up to 1e24, now and then inf -> NaN).
     keep = ["zrow[0] = np.float32(0.0)  # keeps zrow alive: ind holds its address"] if direct else []
-    L = head + _work_items("conv_gemm", "xin, bp, y, bias, res", T, len(p.chunks),
+    L = head + work_items("conv_gemm", "xin, bp, y, bias, res", T, len(p.chunks),
                            "m_lo, m_hi, p_lo, p_hi = _CHUNKS[wi]", setup, L, keep)
     return "\n".join(L) + "\n"
-
-
-def _work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list[str],
-                body: list[str], after: list[str] = ()) -> list[str]:
-    """``{name}_items(counter, t, {args})``, a plain (not parallel) function running work items
-    (``_chunks``; ``body`` is written at indent 12 with ``wi`` the item), then ``{name}({args})``
-    that calls it: once with one thread; with T, as ``prange(T)`` over t. The body in its own
-    function keeps Numba's parfor passes off it: compiling the body inside the prange took ~3x
-    longer (2-4 s per conv). ``after`` runs once the items are done.
-
-    With T threads the items are cut into T home ranges in order (items are ordered by pixel
-    rows), each with its own atomic counter (a cache line apart): thread t runs its home range
-    first, then takes what is left of the others' from their counters. On a quiet machine every
-    thread then computes the same rows in every layer, so a layer reads what the same core wrote
-    in the layer before from its own cache instead of the other core's (MobileNetV2's 14x14 1x1
-    convs: 1.2x from the second thread with one shared counter, where either thread took any
-    item); a thread that the OS does not schedule for a while still leaves its items to the
-    others (see the module docstring)."""
-    if T == 1:
-        loop = [f"    for wi in range({nch}):"]
-    else:
-        homes = tuple(nch * k // T for k in range(T + 1))
-        loop = [f"    for home_h in range({T}):",  # names no body uses
-                "        home_c = home_t + home_h",
-                f"        if home_c >= {T}:",
-                f"            home_c -= {T}",
-                f"        home_lo, home_hi = {homes}[home_c], {homes}[home_c + 1]",
-                "        while True:",
-                f"            wi = home_lo + atomic_next(counter, home_c * {_COUNTER_STRIDE})",
-                "            if wi >= home_hi:",
-                "                break"]
-    head = f"def {name}_items(counter, home_t, {args}):"
-    pad = "    " if T > 1 else ""
-    items = ([_decorator(False), head, "    wide_vectors()"]
-             + ["    " + x for x in setup] + loop + [pad + "        " + unpack]
-             + [pad + x[4:] for x in body] + ["    " + x for x in after])
-    driver = ["", "", _decorator(T > 1), f"def {name}({args}):"]
-    if T == 1:
-        driver += ["    counter = np.zeros(1, np.int64)", f"    {name}_items(counter, 0, {args})"]
-    else:
-        driver += [f"    counter = np.zeros({T * _COUNTER_STRIDE}, np.int64)",
-                   f"    for t in numba.prange({T}):", f"        {name}_items(counter, t, {args})"]
-    return items + driver
-
-
-#: int64s between two threads' counters (one 64-byte line each).
-_COUNTER_STRIDE = 8
 
 
 def _indirection_lines(p, pad: str) -> list[str]:
@@ -627,7 +555,7 @@ def _depthwise_source(p, act: list[str]) -> str:
         L += [f"            for c in range({OW * C}):", "                x = yr[c]"]
         L += ["                " + a for a in rest] + ["                yr[c] = x"]
     body = [f"            for r in range(r0, min(r0 + {rpc}, {R})):"] + ["    " + x for x in L]
-    L = head + _work_items("conv_depthwise", "xin, w, y, b, z", T, -(-R // rpc), f"r0 = wi * {rpc}",
+    L = head + work_items("conv_depthwise", "xin, w, y, b, z", T, -(-R // rpc), f"r0 = wi * {rpc}",
                            [f"lo, hi = {lo_s}, {hi_s}"], body)
     return "\n".join(L) + "\n"
 
@@ -785,7 +713,7 @@ class ConvPlan:
             self.KC = max(nt * kc for _, _, nt, _, kc in self.kblocks)
             self.unroll = _DIRECT_UNROLL if all(kc % _DIRECT_UNROLL == 0 for *_, kc in self.kblocks) else 1
             self.tap_masks = len(self.kblocks) > 1 and self.w_shape[2] * self.w_shape[3] <= 62
-        self.chunks = _chunks(M, self.NP, self.MC, self.threads, self.MR)
+        self.chunks = chunks(M, self.NP, self.MC, self.threads, self.MR)
         self.heights = tile_heights(M, self.MR, self.MC, self.chunks)
 
     # -- public -------------------------------------------------------------------------

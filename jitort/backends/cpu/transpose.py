@@ -12,7 +12,7 @@ on one thread: the network input of ResNet-50 and MobileNetV2 (1x3x224x224 -> NH
 inner: one contiguous read stream at a time), writing the planned buffer: 1x3x224x224 87 us at
 1 thread, 44 at 2. The output's (a, q) rows are cut into ``threads`` contiguous ranges, one per
 thread (the rows a thread writes are the pixel rows that thread's home range reads in the next
-layer: see conv._work_items). Any dtype of 1, 2, 4 or 8 bytes, moved as raw bits.
+layer: see conv_work.work_items). Any dtype of 1, 2, 4 or 8 bytes, moved as raw bits.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _transpose(node, ctx):
     if tuple(ty.shape) != tuple(shape[p] for p in perm):
         raise Unsupported(f"output {tuple(ty.shape)} against perm {perm} of {shape}")
     A, P, Q, R = form
-    sy, dt, nt = tuple(ty.shape), np.dtype(ty.dtype), ctx.threads
+    sy, nt = tuple(ty.shape), ctx.threads
 
     def run(env, bufs):
         env[y] = swap(arg(env, x), out_buffer(bufs, y, sy, dt), A, P, Q, R, nt)

@@ -308,12 +308,12 @@ def test_cache_dir_writes_the_generated_module(tmp_path):
                                          (49, 15, 54, 2, 6), (5, 3, 12, 2, 12), (1, 3, 6, 2, 6),
                                          (0, 2, 6, 2, 6), (97, 2, 96, 3, 8), (49, 1, 49, 1, 6)])
 def test_work_items_cover_every_tile_once(M, NP, MC, T, MR):
-    """_chunks: every (row, panel) in exactly one item; rows cut at multiples of MR (the tile
+    """conv_work.chunks: every (row, panel) in exactly one item; rows cut at multiples of MR (the tile
     heights stay those of the one-thread plan); at least 4 items per thread when the rows allow
     it, so a late thread's share can be taken over (7x7x960->160 was 3 items for 2 threads)."""
-    from jitort.backends.cpu.conv import _chunks
+    from jitort.backends.cpu.conv_work import chunks
 
-    items = _chunks(M, NP, MC, T, MR)
+    items = chunks(M, NP, MC, T, MR)
     seen = np.zeros((M, NP), int)
     for m_lo, m_hi, p_lo, p_hi in items:
         assert m_lo % MR == 0 and (m_hi % MR == 0 or m_hi == M)

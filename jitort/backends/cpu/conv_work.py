@@ -1,0 +1,86 @@
+"""Work items of the generated convolutions and how threads share them (conv.py's kernels).
+
+    items = chunks(M, NP, MC, threads, MR)             # (m_lo, m_hi, p_lo, p_hi) per item
+    lines = work_items(name, args, T, len(items), unpack, setup, body, after)
+
+``chunks`` cuts a conv's output into row blocks x panel groups; ``work_items`` writes the source
+of the function that runs them (in order with one thread; with T threads, home ranges first and
+then stealing through atomic counters, ``conv_ir.atomic_next``) and of the driver that calls it.
+"""
+
+from __future__ import annotations
+
+#: int64s between two threads' counters (one 64-byte line each).
+COUNTER_STRIDE = 8
+
+
+def decorator(parallel: bool) -> str:
+    """The ``@numba.njit`` line of a generated conv function (FASTMATH and CACHE are names the
+    generated module defines)."""
+    return (f"@numba.njit(error_model='numpy', fastmath=FASTMATH, nogil=True, parallel={parallel}, "
+            f"cache=CACHE)")
+
+
+def chunks(M: int, NP: int, MC: int, threads: int, MR: int = 1) -> list[tuple]:
+    """Work items (m_lo, m_hi, p_lo, p_hi). One thread: everything. More: the threads take items
+    from atomic counters until none is left, so a thread that the OS does not schedule for a
+    while (2 vCPUs shared with other jobs) leaves its work to the others instead of making them
+    wait (see ``work_items``). Items: the MC row blocks, each cut into panel groups when there
+    are fewer than 4 blocks per thread (then every group of a block gathers the block's patches
+    itself). When even one panel per item leaves fewer than 4 items
+    per thread, the row blocks are cut finer (multiples of MR): MobileNetV2's 7x7x960->160 was
+    1 block x 3 panels, 64 + 96 columns for the two threads."""
+    if threads == 1 or M == 0:
+        return [(0, M, 0, NP)]
+    want = 4 * threads
+    step = MC
+    nb = -(-M // MC)
+    if nb * NP < want and M > MR:
+        nb = min(-(-M // MR), -(-want // NP))
+        step = max(MR, -(-M // nb) // MR * MR)  # rounded down: at least nb blocks
+    blocks = [(i0, min(i0 + step, M)) for i0 in range(0, M, step)]
+    groups = 1 if len(blocks) >= want else min(NP, -(-want // len(blocks)))
+    return [(a, b, NP * g // groups, NP * (g + 1) // groups) for a, b in blocks for g in range(groups)]
+
+
+def work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list[str],
+               body: list[str], after: list[str] = ()) -> list[str]:
+    """``{name}_items([counter, t,] {args})``, a plain (not parallel) function running work items
+    (``chunks``; ``body`` is written at indent 12 with ``wi`` the item), then ``{name}({args})``
+    that calls it: once with one thread; with T, as ``prange(T)`` over t. The body in its own
+    function keeps Numba's parfor passes off it: compiling the body inside the prange took ~3x
+    longer (2-4 s per conv). ``after`` runs once the items are done.
+
+    With T threads the items are cut into T home ranges in order (items are ordered by pixel
+    rows), each with its own atomic counter (a cache line apart): thread t runs its home range
+    first, then takes what is left of the others' from their counters. On a quiet machine every
+    thread then computes the same rows in every layer, so a layer reads what the same core wrote
+    in the layer before from its own cache instead of the other core's (MobileNetV2's 14x14 1x1
+    convs: 1.2x from the second thread with one shared counter, where either thread took any
+    item); a thread that the OS does not schedule for a while still leaves its items to the
+    others (see conv.py's docstring)."""
+    if T == 1:
+        loop = [f"    for wi in range({nch}):"]
+    else:
+        homes = tuple(nch * k // T for k in range(T + 1))
+        loop = [f"    for home_h in range({T}):",  # names no body uses
+                "        home_c = home_t + home_h",
+                f"        if home_c >= {T}:",
+                f"            home_c -= {T}",
+                f"        home_lo, home_hi = {homes}[home_c], {homes}[home_c + 1]",
+                "        while True:",
+                f"            wi = home_lo + atomic_next(counter, home_c * {COUNTER_STRIDE})",
+                "            if wi >= home_hi:",
+                "                break"]
+    head = f"def {name}_items({args}):" if T == 1 else f"def {name}_items(counter, home_t, {args}):"
+    pad = "    " if T > 1 else ""
+    items = ([decorator(False), head, "    wide_vectors()"]
+             + ["    " + x for x in setup] + loop + [pad + "        " + unpack]
+             + [pad + x[4:] for x in body] + ["    " + x for x in after])
+    driver = ["", "", decorator(T > 1), f"def {name}({args}):"]
+    if T == 1:
+        driver += [f"    {name}_items({args})"]
+    else:
+        driver += [f"    counter = np.zeros({T * COUNTER_STRIDE}, np.int64)",
+                   f"    for t in numba.prange({T}):", f"        {name}_items(counter, t, {args})"]
+    return items + driver
