@@ -122,7 +122,8 @@ _BND = _ST + 28                     # ip[_BND:_BND + NT + 1]: unit range of each
 
 # -- the kernel -----------------------------------------------------------------------------------
 def _body(q, pk, k, pv, v, m, y, ko, vo, ip, w, scale, fill, t):
-    """One thread's share of the work units (inlined into both kernels); w is its scratch row."""
+    """One thread's share of the work units (the one-thread kernel; inlined into the parallel one);
+    w is its scratch row."""
     H = ip[_H]
     SQ = ip[_SQ]
     T = ip[_T]
@@ -296,18 +297,20 @@ def _offsets(ip):
 _offsets_py = _offsets
 _JIT = {"error_model": "numpy", "fastmath": vecmath.FASTMATH, "cache": True, "nogil": True}
 _offsets = njit(inline="always", **_JIT)(_offsets)
-_body_jit = njit(**_JIT)(_body)  # not inlined: compiled once for both kernels
+_body_jit = njit(**_JIT)(_body)  # the one-thread kernel, called from Python
+_body_inline = njit(inline="always", **_JIT)(_body)  # the parallel kernel's body (see below)
 
 
-@njit(**_JIT)
 def _attn_serial(q, pk, k, pv, v, m, y, ko, vo, ip, ws, scale, fill):
+    """One thread: the body itself. A jitted wrapper would link the body's IR into a second
+    library and generate all its machine code again (1.8 s of BERT-base's cold start)."""
     _body_jit(q, pk, k, pv, v, m, y, ko, vo, ip, ws[0], scale, fill, 0)
 
 
 @njit(parallel=True, **_JIT)
 def _attn_parallel(q, pk, k, pv, v, m, y, ko, vo, ip, ws, scale, fill):
     for t in prange(ip[_NT]):
-        _body_jit(q, pk, k, pv, v, m, y, ko, vo, ip, ws[t], scale, fill, t)
+        _body_inline(q, pk, k, pv, v, m, y, ko, vo, ip, ws[t], scale, fill, t)
 
 
 @njit(**_JIT)

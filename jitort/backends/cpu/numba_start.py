@@ -1,30 +1,70 @@
-"""Numba's start-up, without the SciPy BLAS import it does not need for jitort's kernels.
+"""Numba's start-up, trimmed to what loading and compiling jitort's kernels needs.
 
-The first compile or cache load of a process imports ``numba.np.arraymath``, whose module body
-runs ``_HAVE_BLAS = _check_blas()``: ``import scipy.linalg.cython_blas``, 0.15-0.18 s here
-(scipy.linalg and its array-API layer), a fifth of a warm start. No jitort kernel calls a BLAS
-(backend.py), and the flag only picks np.convolve/np.correlate's inner product; every
-linear-algebra implementation of Numba runs the same check itself when it is compiled. So
-``prepare()`` imports that module with the check answered from the package metadata (SciPy is
-installed, whose ``cython_blas`` is then imported when something needs it), and puts Numba's
-own function back right after. Anything unexpected (an older or newer Numba without these names,
-no SciPy) and it is a plain import.
+Three things Numba does on the way to the first kernel cost a warm start (a process whose kernels
+are all in the disk cache) a third of its time here, and ``prepare()`` (once, before the first
+kernel is compiled or loaded) changes each only where it cannot change a result:
 
-    numba = prepare()        # once, before the first kernel is compiled or loaded
+* **SciPy's BLAS probe.** The first "refresh" of the target context (below) imports
+  ``numba.np.arraymath``, whose module body runs ``_HAVE_BLAS = _check_blas()``:
+  ``import scipy.linalg.cython_blas``, 0.15-0.18 s here (scipy.linalg and its array-API layer).
+  No jitort kernel calls a BLAS (backend.py), and the flag only picks np.convolve/np.correlate's
+  inner product; every linear-algebra implementation of Numba runs the same check itself when it
+  is compiled. So the module is imported, right before the registries that need it, with the
+  check answered from the package metadata (SciPy is installed, whose ``cython_blas`` is then
+  imported when something needs it), and Numba's own function is put back right after. Anything
+  unexpected (an older or newer Numba without these names, no SciPy) and it is a plain import.
+* **The refresh on a cache load.** Loading a function from Numba's disk cache first refreshes the
+  target context: it imports every lowering registry Numba has (arrays, random, typed containers,
+  datetime, ...) and installs them, ~0.1 s, though loading machine code uses none of them -- only
+  the runtime (NRT) must be up. Compiling refreshes the contexts itself
+  (``CompilerBase.__init__``), so a cache miss still sees every registry. The cache load of
+  jitort's own kernels (the package's and the generated ``jitort_*`` modules) initializes just the
+  NRT; any other function's cache (a user's, in the same process) keeps Numba's behaviour.
+* **The linking bitcode of a cached kernel.** A cache entry holds the machine code and, for
+  linking the function into a later caller, its LLVM bitcode; loading parses that bitcode and
+  walks its symbols (~2 ms a kernel, 29 kernels in ResNet-50) only to learn which symbols the
+  library defines. jitort's kernels are called from Python, never linked into a caller, so their
+  loads read the defined symbols from the object code's ELF symbol table (the same set: checked on
+  every kernel of ResNet-50) and parse the bitcode only if something asks for it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import struct
 import sys
+import threading
+
+_PATCHED = "_jitort_patched"
+_loading = threading.local()  # set while a jitort kernel loads from Numba's cache
 
 
 def prepare():
     import numba
 
-    if "numba.np.arraymath" not in sys.modules:
-        _import_arraymath()
+    for patch in (_arraymath_before_registries, _load_without_refresh, _symbols_from_object_code):
+        try:
+            patch()
+        except (ImportError, AttributeError):  # another Numba: its own behaviour, unchanged
+            pass
     return numba
+
+
+# -- SciPy's BLAS probe ---------------------------------------------------------------------------
+def _arraymath_before_registries() -> None:
+    from numba.core.cpu import CPUContext
+
+    numba_load = CPUContext.load_additional_registries
+    if getattr(numba_load, _PATCHED, False):
+        return
+
+    def load_additional_registries(self):
+        if "numba.np.arraymath" not in sys.modules:
+            _import_arraymath()
+        return numba_load(self)
+
+    setattr(load_additional_registries, _PATCHED, True)
+    CPUContext.load_additional_registries = load_additional_registries
 
 
 def _import_arraymath() -> None:
@@ -47,3 +87,112 @@ def _import_arraymath() -> None:
 
 def _blas_is_installed() -> None:
     """``ensure_blas`` for arraymath's import-time probe: SciPy's spec was found."""
+
+
+# -- the refresh on a cache load ------------------------------------------------------------------
+def _is_jitort(py_func) -> bool:
+    return getattr(py_func, "__module__", "").partition(".")[0].startswith("jitort")
+
+
+def _load_without_refresh() -> None:
+    from numba.core.caching import Cache
+    from numba.core.runtime import nrt
+
+    numba_load = Cache.load_overload
+    if getattr(numba_load, _PATCHED, False):
+        return
+    rtsys, guard, load = nrt.rtsys, Cache._guard_against_spurious_io_errors, Cache._load_overload
+
+    def load_overload(self, sig, target_context):
+        if not _is_jitort(getattr(self, "_py_func", None)):
+            return numba_load(self, sig, target_context)
+        rtsys.initialize(target_context)  # what the cached machine code needs of the refresh
+        _loading.active = True
+        try:
+            with guard(self):
+                return load(self, sig, target_context)
+        finally:
+            _loading.active = False
+
+    setattr(load_overload, _PATCHED, True)
+    Cache.load_overload = load_overload
+
+
+# -- the linking bitcode of a cached kernel -------------------------------------------------------
+def _symbols_from_object_code() -> None:
+    from numba.core.codegen import CPUCodeLibrary
+
+    numba_unserialize = CPUCodeLibrary._unserialize.__func__
+    if getattr(numba_unserialize, _PATCHED, False):
+        return
+
+    def _unserialize(cls, codegen, state):
+        name, kind, data = state
+        symbols, engine = None, codegen._engine
+        if kind == "object" and getattr(_loading, "active", False) \
+                and isinstance(getattr(engine, "_defined_symbols", None), set):
+            symbols = elf_defined_symbols(data[0])
+        if symbols is None:
+            return numba_unserialize(cls, codegen, state)
+        object_code, bitcode = data
+        self = codegen.create_library(name)
+        self.__class__ = _lazy_class(type(self))
+        self._linking_bitcode = bitcode
+        self.enable_object_caching()
+        self._set_compiled_object(object_code)
+        self._finalize_final_module()
+        engine._defined_symbols |= symbols  # what _load_defined_symbols(bitcode) adds
+        return self
+
+    setattr(_unserialize, _PATCHED, True)
+    CPUCodeLibrary._unserialize = classmethod(_unserialize)
+
+
+_LAZY: dict = {}
+
+
+def _lazy_class(base: type) -> type:
+    """``base`` whose ``_shared_module`` (the module for linking into a caller) is parsed from the
+    kept bitcode the first time anything reads it."""
+    cls = _LAZY.get(base)
+    if cls is None:
+        import llvmlite.binding as ll
+
+        def get(self):
+            mod = self.__dict__.get("_jitort_shared")
+            if mod is None and self.__dict__.get("_linking_bitcode") is not None:
+                mod = self.__dict__["_jitort_shared"] = ll.parse_bitcode(self.__dict__.pop("_linking_bitcode"))
+            return mod
+
+        def put(self, mod):
+            self.__dict__["_jitort_shared"] = mod
+
+        cls = _LAZY[base] = type(base.__name__, (base,), {"_shared_module": property(get, put),
+                                                           "__module__": base.__module__})
+    return cls
+
+
+def elf_defined_symbols(obj: bytes) -> set[str] | None:
+    """The names an ELF64 little-endian object file defines (functions and data, any binding);
+    None for any other format, or a file this reader does not follow."""
+    try:
+        if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
+            return None
+        shoff, = struct.unpack_from("<Q", obj, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+        names: set[str] = set()
+        for _, sh_type, _, _, off, size, link, _, _, entsize in sections:
+            if sh_type != 2:  # SHT_SYMTAB
+                continue
+            if entsize != 24 or off + size > len(obj):
+                return None
+            strtab = sections[link][4]
+            for st_name, st_info, _, st_shndx, _, _ in struct.iter_unpack("<IBBHQQ", obj[off:off + size]):
+                if st_shndx == 0 or not st_name or (st_info & 0xF) in (3, 4):  # undefined, SECTION, FILE
+                    continue
+                start = strtab + st_name
+                names.add(obj[start:obj.index(b"\0", start)].decode())
+        return names
+    except (struct.error, IndexError, ValueError, OverflowError, UnicodeDecodeError):
+        return None

@@ -1,10 +1,15 @@
-"""numba_start.prepare: Numba's arraymath without its SciPy BLAS probe, and nothing else changed."""
+"""numba_start.prepare: Numba's arraymath without its SciPy BLAS probe, cache loads of jitort's
+kernels without the registry refresh or the bitcode parse -- and nothing else changed."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+from jitort.backends.cpu.numba_start import elf_defined_symbols
 
 
 def test_a_plan_runs_without_importing_scipy_linalg_and_numba_blas_still_works():
@@ -24,11 +29,17 @@ def test_a_plan_runs_without_importing_scipy_linalg_and_numba_blas_still_works()
         want = np.exp(x - x.max(1, keepdims=True)); want /= want.sum(1, keepdims=True)
         assert np.allclose(y, want, rtol=1e-5)
         plan = next(iter(m._variants.values())).plan
-        assert plan.steps[0].kind != "reference"       # a Numba kernel ran
-        assert "numba.np.arraymath" in sys.modules
+        assert plan.steps[0].kind != "reference"       # a Numba kernel ran (compiled or loaded)
         assert "scipy.linalg" not in sys.modules, "the BLAS probe imported scipy.linalg"
 
         import numba
+
+        @numba.njit
+        def add(a):                                     # compiles: the registries, arraymath
+            return a + 1
+
+        assert add(1) == 2 and "numba.np.arraymath" in sys.modules
+        assert "scipy.linalg" not in sys.modules, "the BLAS probe imported scipy.linalg"
         import numba.np.arraymath as arraymath
         import numba.np.linalg as linalg
         assert arraymath._HAVE_BLAS is True
@@ -44,3 +55,77 @@ def test_a_plan_runs_without_importing_scipy_linalg_and_numba_blas_still_works()
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
+
+
+# Run twice with one NUMBA_CACHE_DIR: the first process compiles (and caches) the kernel, the second
+# loads it. Prints "loaded" when the load skipped the refresh and the bitcode parse.
+_CACHED_KERNEL = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import numba.core.codegen as codegen
+    from jitort.backends.cpu import backend  # noqa: F401  (prepare() runs)
+    from jitort.backends.cpu.row_kernels import _ln_1
+
+    parsed = []
+    real_parse = codegen.ll.parse_bitcode
+    codegen.ll.parse_bitcode = lambda data: parsed.append(1) or real_parse(data)
+
+    rng = np.random.default_rng(0)
+    x, g, b = (rng.standard_normal(s).astype(np.float32) for s in ((5, 7), 7, 7))
+    out = np.empty_like(x)
+    _ln_1(x, g, b, 1e-5, out)
+    mu, var = x.mean(1, keepdims=True), x.var(1, keepdims=True)
+    assert np.allclose(out, (x - mu) / np.sqrt(var + 1e-5) * g + b, atol=1e-5)
+    if _ln_1.stats.cache_hits:
+        assert "numba.typed.dictimpl" not in sys.modules, "the load refreshed the registries"
+        assert not parsed, "the load parsed the linking bitcode"
+        lib = next(iter(_ln_1.overloads.values())).library
+        assert "_linking_bitcode" in vars(lib)
+
+        import numba
+
+        @numba.njit  # links the loaded kernel into a caller: its bitcode is parsed now
+        def caller(x, g, b, out):
+            _ln_1(x, g, b, 1e-5, out)
+            return out.sum()
+
+        out2 = np.zeros_like(x)
+        assert np.isclose(caller(x, g, b, out2), out.sum(), rtol=1e-5) and np.array_equal(out2, out)
+        assert parsed and lib._shared_module is not None
+        print("loaded")
+    else:
+        print("compiled")
+""")
+
+
+def test_a_cached_kernel_loads_without_refresh_or_bitcode_and_still_links(tmp_path):
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _CACHED_KERNEL], capture_output=True, text=True, timeout=300,
+                           env=env) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert [r.stdout.split()[-1] for r in runs] == ["compiled", "loaded"]
+
+
+def test_elf_symbols_match_the_modules_defined_symbols():
+    import llvmlite.binding as ll
+    import numba
+    from jitort.backends.cpu import backend  # noqa: F401
+
+    @numba.njit
+    def f(x):
+        return np.sum(x * 2.0)
+
+    import numpy as np
+
+    f(np.ones(3))
+    lib = next(iter(f.overloads.values())).library
+    mod = ll.parse_bitcode(lib._get_module_for_linking().as_bitcode())
+    want = {v.name for vs in (mod.functions, mod.global_variables) for v in vs if not v.is_declaration}
+    assert elf_defined_symbols(lib._get_compiled_object()) == want
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x7fELF", b"\x7fELF\x02\x01" + b"\xff" * 80, b"MZ" + b"\0" * 100,
+                                  b"\x7fELF\x01\x01" + b"\0" * 80])
+def test_elf_symbols_of_anything_else_is_none(blob):
+    assert elf_defined_symbols(blob) is None
