@@ -19,6 +19,7 @@ falls back to ONNX's schema inference or constant evaluation (see ``jitort.ir.in
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 from dataclasses import dataclass, field
@@ -42,10 +43,32 @@ class OpDef:
     name: str
     since: int
     kernel: Callable
-    wants_ctx: bool
     infer: Callable | None = None
-    params: frozenset = field(default_factory=frozenset)  # accepted attribute names
-    var_kw: bool = False
+
+    # What the kernel's signature says, read at first use: inspect.signature over the ~360
+    # registrations is half of importing every op family (6 ms of a process that needs one).
+    @functools.cached_property
+    def _signature(self) -> tuple[bool, frozenset, bool]:
+        params = list(inspect.signature(self.kernel).parameters.values())
+        wants_ctx = bool(params) and params[0].name == "ctx"
+        attrs = frozenset(p.name for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY)
+        var_kw = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+        return wants_ctx, attrs, var_kw
+
+    @property
+    def wants_ctx(self) -> bool:
+        """The kernel's first parameter is ``ctx`` (it receives a KernelContext)."""
+        return self._signature[0]
+
+    @property
+    def params(self) -> frozenset:
+        """The attribute names the kernel accepts (its keyword-only parameters)."""
+        return self._signature[1]
+
+    @property
+    def var_kw(self) -> bool:
+        """The kernel takes ``**kwargs`` (any attribute)."""
+        return self._signature[2]
 
     def __repr__(self) -> str:
         return f"OpDef({self.domain or 'ai.onnx'}::{self.name}-{self.since})"
@@ -76,14 +99,7 @@ def op(name: str, since: int = 1, domain: str = ONNX_DOMAIN, infer: Callable | N
     """Register a reference kernel for ``domain::name`` valid from opset ``since``."""
 
     def deco(fn: Callable) -> Callable:
-        sig = inspect.signature(fn)
-        params = list(sig.parameters.values())
-        wants_ctx = bool(params) and params[0].name == "ctx"
-        attrs = frozenset(
-            p.name for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY
-        )
-        var_kw = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
-        entry = OpDef(canonical_domain(domain), name, since, fn, wants_ctx, infer, attrs, var_kw)
+        entry = OpDef(canonical_domain(domain), name, since, fn, infer)
         versions = _REGISTRY.setdefault((entry.domain, name), [])
         versions[:] = [v for v in versions if v.since != since] + [entry]
         versions.sort(key=lambda v: v.since)

@@ -26,13 +26,25 @@ kernel is compiled or loaded) changes each only where it cannot change a result:
   library defines. jitort's kernels are called from Python, never linked into a caller, so their
   loads read the defined symbols from the object code's ELF symbol table (the same set: checked on
   every kernel of ResNet-50) and parse the bitcode only if something asks for it.
+* **The runtime's own functions.** Numba compiles the NRT's LLVM functions (reference counts,
+  allocation helpers) at every process start: 20 ms of LLVM. Their object code is kept next to
+  Numba's cache of jitort's package kernels (``NUMBA_CACHE_DIR``, else this package's
+  ``__pycache__`` when writable), keyed by the IR text, the codegen's target (triple, CPU,
+  features) and the Numba and llvmlite versions, with a sha256 of its bytes; a later process
+  loads it like a cached kernel. A missing, unreadable, truncated or altered file is compiled
+  again (and rewritten, temp file + rename).
+
+    numba = prepare()        # once, before the first kernel is compiled or loaded
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import struct
 import sys
+import tempfile
 import threading
 
 _PATCHED = "_jitort_patched"
@@ -42,7 +54,8 @@ _loading = threading.local()  # set while a jitort kernel loads from Numba's cac
 def prepare():
     import numba
 
-    for patch in (_arraymath_before_registries, _load_without_refresh, _symbols_from_object_code):
+    for patch in (_arraymath_before_registries, _load_without_refresh, _symbols_from_object_code,
+                  _nrt_from_object_code):
         try:
             patch()
         except (ImportError, AttributeError):  # another Numba: its own behaviour, unchanged
@@ -170,6 +183,109 @@ def _lazy_class(base: type) -> type:
         cls = _LAZY[base] = type(base.__name__, (base,), {"_shared_module": property(get, put),
                                                            "__module__": base.__module__})
     return cls
+
+
+# -- the runtime's own functions ------------------------------------------------------------------
+_NRT_MAGIC = b"jitort-nrt-1\n"
+
+
+def _nrt_from_object_code() -> None:
+    import llvmlite
+    import numba
+    from numba.core.runtime import nrtdynmod
+
+    numba_compile = nrtdynmod.compile_nrt_functions
+    if getattr(numba_compile, _PATCHED, False):
+        return
+
+    def compile_nrt_functions(ctx):
+        ir_mod, library = nrtdynmod.create_nrt_module(ctx)
+        codegen = ctx.codegen()
+        path = nrt_object_path(str(ir_mod), repr(codegen.magic_tuple()), numba.__version__, llvmlite.__version__)
+        blobs = read_checked(path) if path else None
+        if blobs is not None:
+            _loading.active = True  # the object-code load above: defined symbols from the ELF table
+            try:
+                return codegen.unserialize_library((library.name, "object", blobs))
+            except Exception:  # noqa: BLE001 - anything wrong with it: compile as Numba would
+                pass
+            finally:
+                _loading.active = False
+            ir_mod, library = nrtdynmod.create_nrt_module(ctx)
+        library.enable_object_caching()
+        library.add_ir_module(ir_mod)
+        library.finalize()
+        if path:
+            _, _, (obj, bitcode) = library.serialize_using_object_code()
+            write_checked(path, obj, bitcode)
+        return library
+
+    setattr(compile_nrt_functions, _PATCHED, True)
+    nrtdynmod.compile_nrt_functions = compile_nrt_functions
+
+
+def nrt_object_path(*key: str) -> str | None:
+    """Where the NRT's object code for ``key`` lives; None when no such place is writable."""
+    from numba.core import config
+
+    if config.CACHE_DIR:
+        where = os.path.join(config.CACHE_DIR, "jitort_nrt")
+    else:
+        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(where, os.W_OK):
+        return None
+    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:32]
+    return os.path.join(where, f"nrt-{digest}.o")
+
+
+def write_checked(path: str, *blobs: bytes) -> None:
+    """``blobs`` with their sizes and a sha256 of them, written to a temp file renamed onto
+    ``path``; nothing (and no temp file) when the directory refuses."""
+    body = struct.pack(f"<{len(blobs)}Q", *map(len, blobs)) + b"".join(blobs)
+    count = struct.pack("<B", len(blobs))
+    data = _NRT_MAGIC + count + hashlib.sha256(count + body).digest() + body
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".nrt-", dir=os.path.dirname(path))
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def read_checked(path: str) -> tuple[bytes, ...] | None:
+    """The blobs ``write_checked`` wrote to ``path``; None when the file is missing, unreadable,
+    of another format, truncated or altered."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    head = len(_NRT_MAGIC) + 1 + 32
+    if len(data) < head or not data.startswith(_NRT_MAGIC):
+        return None
+    n = data[len(_NRT_MAGIC)]
+    digest, body = data[len(_NRT_MAGIC) + 1:head], data[head:]
+    if hashlib.sha256(bytes([n]) + body).digest() != digest or len(body) < 8 * n:
+        return None
+    sizes = struct.unpack_from(f"<{n}Q", body)
+    if 8 * n + sum(sizes) != len(body):
+        return None
+    out, at = [], 8 * n
+    for size in sizes:
+        out.append(body[at:at + size])
+        at += size
+    return tuple(out)
 
 
 def elf_defined_symbols(obj: bytes) -> set[str] | None:

@@ -129,3 +129,59 @@ def test_elf_symbols_match_the_modules_defined_symbols():
                                   b"\x7fELF\x01\x01" + b"\0" * 80])
 def test_elf_symbols_of_anything_else_is_none(blob):
     assert elf_defined_symbols(blob) is None
+
+
+
+_NRT_RUN = textwrap.dedent("""
+    import numpy as np
+    from numba.core.runtime import nrt
+    from jitort.backends.cpu import backend  # noqa: F401  (prepare() runs)
+    from jitort.backends.cpu.row_kernels import _ln_1
+
+    x, g, b = np.ones((2, 3), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32)
+    x[:, 0] = 4.0
+    out = np.empty_like(x)
+    _ln_1(x, g, b, 0.0, out)
+    assert np.allclose(out, [[2 ** 0.5, -(0.5 ** 0.5), -(0.5 ** 0.5)]] * 2, atol=1e-5), out
+    a = nrt.rtsys.meminfo_alloc(64)  # the runtime's functions work (allocation, reference counts)
+    del a
+    print("loaded" if "_linking_bitcode" in vars(nrt.rtsys.library) else "compiled")
+""")
+
+
+def test_the_runtime_functions_load_from_their_object_code_and_a_bad_file_is_rebuilt(tmp_path):
+    from jitort.backends.cpu.numba_start import read_checked
+
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", _NRT_RUN], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout.split()[-1]
+
+    assert run() == "compiled"
+    (path,) = (tmp_path / "jitort_nrt").glob("nrt-*.o")
+    good = path.read_bytes()
+    assert read_checked(str(path)) is not None
+    assert run() == "loaded"
+    for bad in (good[:len(good) // 2], good[:-100] + bytes([good[-100] ^ 1]) + good[-99:], b""):
+        path.write_bytes(bad)
+        assert run() == "compiled"               # never used: compiled again ...
+        assert read_checked(str(path)) is not None  # ... and written back whole
+        assert run() == "loaded"
+
+
+def test_checked_blobs_round_trip_and_refuse_any_change(tmp_path):
+    from jitort.backends.cpu.numba_start import read_checked, write_checked
+
+    path = str(tmp_path / "x.o")
+    assert read_checked(path) is None
+    write_checked(path, b"abc", b"", b"\0" * 1000)
+    assert read_checked(path) == (b"abc", b"", b"\0" * 1000)
+    data = open(path, "rb").read()
+    for i in range(len(data)):
+        open(path, "wb").write(data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1:])
+        assert read_checked(path) is None, i
+    open(path, "wb").write(data + b"x")
+    assert read_checked(path) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["x.o"]  # no temp file left behind
