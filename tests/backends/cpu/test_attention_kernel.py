@@ -392,3 +392,24 @@ def test_other_vector_widths(vw, tmp_path):
     r = subprocess.run([sys.executable, "-c", _VW_SCRIPT, str(vw)], env=env, capture_output=True, text=True,
                        cwd=root, check=False)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_read_only_and_unaligned_inputs(threads):
+    """Inputs a caller cannot write (np.frombuffer of bytes) or at an odd address are other
+    Numba types than the kernel's; they are copied, never rejected or misread."""
+    rng = np.random.default_rng(7)
+    args = _case(rng, b=1, sq=9, sk=9, p=None, h=2, hkv=2, d=16, dv=16, layout="bsd", mask_kind="additive")
+
+    def read_only(x):
+        return np.frombuffer(x.tobytes(), x.dtype).reshape(x.shape)
+
+    def unaligned(x):  # writeable, one byte past an aligned address
+        buf = bytearray(x.nbytes + 1)
+        buf[1:] = x.tobytes()
+        return np.frombuffer(buf, x.dtype, offset=1).reshape(x.shape)
+
+    for make in (read_only, unaligned):
+        made = [None if x is None else make(x) for x in args]
+        assert not made[0].flags.writeable or not made[0].flags.aligned
+        _check(made, threads, num_heads=2, kv_num_heads=2, scale=0.25, causal=0, mask_kind="additive")
