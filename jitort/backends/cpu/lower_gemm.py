@@ -174,12 +174,13 @@ def _matmul(node, ctx):
     packed = None if cb is None else ctx.derive(
         f"gemm_pack {b} {'T' if trans_b else 'N'} K={K} N={N} NR={plan.NR}", lambda: pack(cb))
     y = node.outputs[0]
+    call = plan.bind()  # float32 C-contiguous operands of these shapes: checked above, once
 
     def run(env, bufs):
         out = out_buffer(bufs, y, sy)
-        plan(arg(env, a).reshape(M, K), packed if packed is not None else pack(env[b]),
-             out.reshape(M, N), bias=get_bias(env) if get_bias else None,
-             residual=get_res(env).reshape(M, N) if residual else None)
+        call(arg(env, a).reshape(M, K), packed if packed is not None else pack(env[b]),
+             out.reshape(M, N), get_bias(env) if get_bias else None,
+             get_res(env).reshape(M, N) if residual else None)
         if gact is None:
             out[...] = apply_activation(out, act, params)
         env[y] = out
@@ -243,16 +244,19 @@ def _fused_conv(node, ctx):
         raise
     except NotImplementedError as exc:
         raise Unsupported(str(exc)) from None
-    if plan.y_shape != sy:
-        raise Unsupported(f"output {plan.y_shape} against the bound {sy}")
+    if plan.y_shape != sy or tuple(plan.x_shape) != tuple(sx):
+        raise Unsupported(f"input {plan.x_shape} / output {plan.y_shape} against the bound {sx} / {sy}")
+    if z and tuple(ctx.f32(z)) != tuple(sy):
+        raise Unsupported(f"residual of shape {ctx.f32(z)} (the kernel adds one of the output's, {sy})")
     tag = f"conv_pack {w} {plan.kind} NR={getattr(plan, 'NR', 0)}"
     bvec = None if B is None else np.ascontiguousarray(B.reshape(-1), np.float32)
     packed = (ctx.derive(tag, lambda: plan.pack_weights(W, bvec)[0]), bvec)
     y = node.outputs[0]
+    call = plan.bind(packed)  # float32 C-contiguous x / residual of the planned shapes, once
 
     def run(env, bufs):
         out = out_buffer(bufs, y, sy)
-        plan(arg(env, x), packed, out=out, residual=arg(env, z) if z else None)
+        call(arg(env, x), out, arg(env, z) if z else None)
         env[y] = out
 
     run.plan = plan

@@ -71,6 +71,8 @@ class CpuPlan:
         self._planned = {n: o for n, o in memory.offsets.items() if n not in out_members}
         self._arena, self._bufs = self._allocate()
         self._dead_after = dead_after(steps, set(graph.output_names) | set(self.initializers))
+        # what the call loop reads of each step, looked up once (~1 us a step otherwise)
+        self._loop = [(s.fn, s, s.kind == "reference", tuple(d)) for s, d in zip(steps, self._dead_after)]
         self.blas_guard = threads > 1 and any(s.kind == "reference" for s in steps)
         self.governor = ThreadGovernor(threads) if threads > 1 and config.ADAPTIVE_THREADS else None
 
@@ -118,15 +120,15 @@ class CpuPlan:
         env.update(feeds)
         views = self.memory.views
         with np.errstate(all="ignore"):
-            for step, dead in zip(self.steps, self._dead_after):
+            for fn, step, reference, dead in self._loop:
                 try:
-                    step.fn(env, bufs)
+                    fn(env, bufs)
                 except JitortError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - any kernel failure names the node
                     raise ExecutionError(f"{_where(step.node)} failed ({step.kind} kernel): "
                                          f"{type(exc).__name__}: {exc}") from exc
-                if step.kind == "reference":
+                if reference:
                     for name in step.node.outputs:
                         v = env.get(name) if name else None
                         if isinstance(v, np.ndarray) and name not in views and arena.size \
