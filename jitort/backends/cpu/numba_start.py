@@ -1,6 +1,6 @@
 """Numba's start-up, trimmed to what loading and compiling jitort's kernels needs.
 
-Three things Numba does on the way to the first kernel cost a warm start (a process whose kernels
+Four things Numba does on the way to the first kernel cost a warm start (a process whose kernels
 are all in the disk cache) a third of its time here, and ``prepare()`` (once, before the first
 kernel is compiled or loaded) changes each only where it cannot change a result:
 
