@@ -49,7 +49,24 @@ def test_contention_drops_to_one_thread_and_recovers(clock):
     # quiet again: the next probe wins and the plan goes back to 2 threads
     clock[0] += 5
     used = feed(g, {2: 0.010, 1: 0.018}, 5, clock)
-    assert used[0] == 2 and g.mode == 2 and used == [2] * 5 and g.backoff == gov._PROBE_MIN
+    assert used[0] == 2 and g.mode == 2 and used == [2] * 5 and g.backoff is None
+
+
+def test_a_short_model_recovers_within_tens_of_calls(clock):
+    """The first wait before a probe is 32 calls of the best 1-thread time (0.3 ms here: ~10 ms),
+    not a fixed 0.1 s (330 calls); sustained contention still backs the probes off."""
+    g = ThreadGovernor(2)
+    quiet, busy = {2: 0.00015, 1: 0.0003}, {2: 0.004, 1: 0.0003}
+    feed(g, quiet, 2 * gov._LEARN, clock)
+    assert g.mode == 2
+    feed(g, busy, 2, clock)  # two slow calls in a row: contention
+    assert g.mode == 1 and g.backoff == pytest.approx(gov._PROBE_CALLS * 0.0003, rel=0.05)  # best times decay 1% a call
+    used = feed(g, quiet, 40, clock)
+    assert g.mode == 2 and used.index(2) in range(30, 36) and used[-5:] == [2] * 5
+    # busy for 2 s of 1-thread calls: the waits double (~15 ms, 30 ms, ...), a handful of probes
+    feed(g, busy, 2, clock)
+    used = feed(g, busy, 6600, clock)
+    assert g.mode == 1 and 4 <= used.count(2) <= 9 and 0.5 < g.backoff <= gov._PROBE_MAX
 
 
 def test_one_slow_call_is_noise(clock):
