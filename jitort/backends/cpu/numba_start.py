@@ -1,6 +1,6 @@
 """Numba's start-up, trimmed to what loading and compiling jitort's kernels needs.
 
-Four things Numba does on the way to the first kernel cost a warm start (a process whose kernels
+Five things Numba does on the way to the first kernel cost a warm start (a process whose kernels
 are all in the disk cache) a third of its time here, and ``prepare()`` (once, before the first
 kernel is compiled or loaded) changes each only where it cannot change a result:
 
@@ -26,6 +26,12 @@ kernel is compiled or loaded) changes each only where it cannot change a result:
   library defines. jitort's kernels are called from Python, never linked into a caller, so their
   loads read the defined symbols from the object code's ELF symbol table (the same set: checked on
   every kernel of ResNet-50) and parse the bitcode only if something asks for it.
+* **numpy.ma at the first array argument.** Numba types an ndarray argument (once per process
+  and type; later calls take its C fast path) after ``isinstance(val, np.ma.MaskedArray)``, and
+  NumPy imports ``numpy.ma`` on that first attribute access: 16-19 ms here. A MaskedArray can
+  only exist once ``numpy.ma`` is imported, so until then the check is skipped (the rest is
+  Numba's: dtype, layout, read-only); afterwards Numba's own function runs, MaskedArrays are
+  refused as before.
 * **The runtime's own functions.** Numba compiles the NRT's LLVM functions (reference counts,
   allocation helpers) at every process start: 20 ms of LLVM. Their object code is kept next to
   Numba's cache of jitort's package kernels (``NUMBA_CACHE_DIR``, else this package's
@@ -55,7 +61,7 @@ def prepare():
     import numba
 
     for patch in (_arraymath_before_registries, _load_without_refresh, _symbols_from_object_code,
-                  _nrt_from_object_code):
+                  _typeof_ndarray_without_numpy_ma, _nrt_from_object_code):
         try:
             patch()
         except (ImportError, AttributeError):  # another Numba: its own behaviour, unchanged
@@ -183,6 +189,30 @@ def _lazy_class(base: type) -> type:
         cls = _LAZY[base] = type(base.__name__, (base,), {"_shared_module": property(get, put),
                                                            "__module__": base.__module__})
     return cls
+
+
+# -- numpy.ma at the first array argument --------------------------------------------------------
+def _typeof_ndarray_without_numpy_ma() -> None:
+    import numpy as np
+    from numba.core import errors, types
+    from numba.core.typing.typeof import typeof_impl
+    from numba.np import numpy_support
+
+    numba_typeof = typeof_impl.dispatch(np.ndarray)
+    if getattr(numba_typeof, _PATCHED, False):
+        return
+
+    def typeof_ndarray(val, c):
+        if "numpy.ma" in sys.modules:  # MaskedArrays may exist: Numba's own check and refusal
+            return numba_typeof(val, c)
+        try:
+            dtype = numpy_support.from_dtype(val.dtype)
+        except errors.NumbaNotImplementedError:
+            raise errors.NumbaValueError(f"Unsupported array dtype: {val.dtype}") from None
+        return types.Array(dtype, val.ndim, numpy_support.map_layout(val), readonly=not val.flags.writeable)
+
+    setattr(typeof_ndarray, _PATCHED, True)
+    typeof_impl.register(np.ndarray)(typeof_ndarray)
 
 
 # -- the runtime's own functions ------------------------------------------------------------------

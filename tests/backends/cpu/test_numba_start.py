@@ -185,3 +185,50 @@ def test_checked_blobs_round_trip_and_refuse_any_change(tmp_path):
     open(path, "wb").write(data + b"x")
     assert read_checked(path) is None
     assert [p.name for p in tmp_path.iterdir()] == ["x.o"]  # no temp file left behind
+
+
+def test_array_arguments_are_typed_without_importing_numpy_ma_and_as_numba_types_them():
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from numba.core import errors
+        from numba.core.typing import typeof as T
+        from jitort.backends.cpu import backend  # noqa: F401  (prepare() runs)
+        from jitort.backends.cpu.row_kernels import _ln_1
+
+        x = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
+        out = np.empty_like(x)
+        _ln_1(x, np.ones(7, np.float32), np.zeros(7, np.float32), 1e-5, out)   # typed, then run
+        assert abs(out.mean()) < 1e-5
+        assert "numpy.ma" not in sys.modules, "typing an array argument imported numpy.ma"
+
+        ro = np.arange(6.0).reshape(2, 3)
+        ro.flags.writeable = False
+        arrays = [x, np.asfortranarray(x), x[:, ::2], x[1], np.array(1.0), ro,
+                  np.zeros((0, 3), np.int8), np.ones(4, bool), np.ones(3, np.complex64),
+                  np.zeros(2, "datetime64[s]"), np.zeros((2, 1, 3), np.uint16)[:, :, 1:],
+                  np.array([None]), np.zeros(3, np.float16)]
+        c = T._TypeofContext(T.Purpose.argument)
+        ours = [T.typeof_impl(a, c) for a in arrays]
+        with np.testing.assert_raises(errors.NumbaValueError):
+            T.typeof_impl(np.zeros(2, np.longdouble), c)                       # no such Numba dtype
+        assert "numpy.ma" not in sys.modules
+        numba_own = T._typeof_ndarray                                          # imports numpy.ma
+        assert ours == [numba_own(a, c) for a in arrays] and all(ours)
+        with np.testing.assert_raises(errors.NumbaValueError):
+            numba_own(np.zeros(2, np.longdouble), c)
+        assert "numpy.ma" in sys.modules
+        with np.testing.assert_raises(errors.NumbaTypeError):                  # refused, as before
+            T.typeof_impl(np.ma.masked_array(x), c)
+        import numba
+
+        @numba.njit
+        def total(a):
+            return a.sum()
+
+        with np.testing.assert_raises(errors.NumbaTypeError):                  # a first call too
+            total(np.ma.masked_array(x))
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
