@@ -203,6 +203,8 @@ def _typeof_ndarray_without_numpy_ma() -> None:
         return
 
     def typeof_ndarray(val, c):
+        """numba.core.typing.typeof._typeof_ndarray less its MaskedArray check while numpy.ma is
+        not imported (tests/backends/cpu/test_numba_start.py checks the types equal)."""
         if "numpy.ma" in sys.modules:  # MaskedArrays may exist: Numba's own check and refusal
             return numba_typeof(val, c)
         try:
