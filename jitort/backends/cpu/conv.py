@@ -74,8 +74,9 @@ parallel driver adds Numba's parfor passes); with it the module is written to
 ``cache_dir/jitort_conv_<hash>.py`` (hash of the source and of conv.py, conv_ir.py, gemm.py,
 llvm_tile.py, vecmath.py and the Numba version), registered in ``sys.modules`` before
 ``exec_module`` and compiled with ``cache=True``, so later processes load it from Numba's disk
-cache. A plan holds no mutable state (the scratch is allocated per call, per thread): one plan
-may run in two threads.
+cache. The kernel allocates nothing: its scratch (gather blocks, indirection tables, the zero
+row, the work counters: ``conv_work.Scratch``) is the plan's, lent to one call at a time; a call
+made while another thread runs the plan gets its own, so one plan may run in two threads.
 
 Speed (``benchmarks/conv.py``; 2 vCPUs of an AVX-512 Xeon shared with other jobs, load average
 ~1 (quiet) unless said; medians of per-process medians, ms; onnxruntime 1.32, ORT_ENABLE_ALL, the
@@ -136,6 +137,7 @@ import functools
 import hashlib
 import math
 import os
+import threading
 import types as pytypes
 
 import numpy as np
@@ -146,7 +148,7 @@ from .conv_ir import _EP_BIAS, _EP_HI, _EP_LO, _EP_RES
 # the intrinsics the generated modules call (re-exported: they were defined here before conv_ir.py)
 from .conv_ir import (addr_f32, atomic_next, conv_tile, copy_f32, dw_tile, igemm_tile,  # noqa: F401
                       prefetch_rows, zero_f32)
-from .conv_work import chunks, decorator as _decorator, work_items
+from .conv_work import Scratch, chunks, decorator as _decorator, work_items
 from .gemm import VW, _generator_hash as _gemm_generator_hash, choose_config, tile_heights
 from .modules import hash_files, load_module, note
 
@@ -286,8 +288,9 @@ def _direct_blocks(NT: int, C: int, limit: int) -> list[tuple]:
 
 # -- the implicit-GEMM source ----------------------------------------------------------------
 def _gemm_source(p, act: list[str]) -> str:
-    """conv_gemm(xin, bp, y, bias, res): xin flat NHWC, y and res [M, O] (2-D indexing: LLVM did
-    not vectorize the epilogue over flat y[r * O + j]), bp packed [NP, K, NR]."""
+    """conv_gemm(xin, bp, y, bias, res, wsf, wsi): xin flat NHWC, y and res [M, O] (2-D
+    indexing: LLVM did not vectorize the epilogue over flat y[r * O + j]), bp packed [NP, K, NR],
+    wsf and wsi the plan's scratch (``_scratch``)."""
     N, H, W, C = p.x_shape
     O, _, KH, KW = p.w_shape
     SH, SW, PT, PL, DH, DW = p.geometry
@@ -301,7 +304,7 @@ def _gemm_source(p, act: list[str]) -> str:
             f"act={p.activation}{p.activation_params} bias={p.has_bias} residual={p.has_residual}",
             _HEADER, f"_CHUNKS = {tuple(p.chunks)}"] + ([f"_KB = {tuple(p.kblocks)}"] if direct else []) + ["", ""]
     if K == 0:  # no reduction: Y = act(B + Z)
-        L = head + [_decorator(False), "def conv_gemm(xin, bp, y, bias, res):",
+        L = head + [_decorator(False), "def conv_gemm(xin, bp, y, bias, res, wsf, wsi):",
                     f"    for r in range({M}):", f"        for j in range({O}):", "            x = np.float32(0.0)"]
         L += _epilogue(act, bias, res, " " * 12) + ["            y[r, j] = x"]
         return "\n".join(L) + "\n"
@@ -309,11 +312,12 @@ def _gemm_source(p, act: list[str]) -> str:
     rest = [] if clamp is not None else act  # applied by a Numba loop after conv_tile's store
     lo, hi = clamp or (None, None)
     setup = [f"lo, hi = {_f32(lo if lo is not None else 0.0)}, {_f32(hi if hi is not None else 0.0)}"]
-    setup += [f"col = np.empty({MC * KC}, np.float32)"] if gather else []
+    ws = p.scratch  # the plan's (see _scratch)
+    setup += [f"col = {ws.floats(MC * KC)}"] if gather else []
     NT, NKB = KH * KW, len(getattr(p, "kblocks", ()))
-    if direct:  # the indirection table of a row block, a zero row for the taps outside the image
-        setup += [f"ind = np.empty({MC * NT}, np.int64)", f"zrow = np.zeros({C}, np.float32)",
-                  "za = addr_f32(zrow, 0)"] + ([f"live = np.empty({-(-MC // MR)}, np.int64)"] if p.tap_masks else [])
+    if direct:  # the indirection table of a row block, the shared zero row for taps outside the image
+        setup += [f"ind = {ws.ints(0, MC * NT)}", f"za = addr_f32({ws.floats(C, shared=True)}, 0)"]
+        setup += [f"live = {ws.ints(MC * NT, -(-MC // MR))}"] if p.tap_masks else []
     L = [f"            for i0 in range(m_lo, m_hi, {MC}):",
           f"                i1 = min(i0 + {MC}, m_hi)"]
     if direct:
@@ -395,13 +399,13 @@ def _gemm_source(p, act: list[str]) -> str:
     else:
         L += [f"                        if p == {NP - 1}:"] + panel(nlast, " " * 28)
         L += ["                        else:"] + panel(NR, " " * 28)
-    # ``za`` is zrow's address, an integer: Numba frees an array after its last use, so without
-    # a use after the work loop zrow went back to the allocator while ``ind`` still pointed at
-    # it, and the taps outside the image read whatever the next allocation wrote there (light
-    # VGG-19 at 2 threads: border pixels off by up to 1e24, now and then inf -> NaN).
-    keep = ["zrow[0] = np.float32(0.0)  # keeps zrow alive: ind holds its address"] if direct else []
-    L = head + work_items("conv_gemm", "xin, bp, y, bias, res", T, len(p.chunks),
-                           "m_lo, m_hi, p_lo, p_hi = _CHUNKS[wi]", setup, L, keep)
+    # ``za`` is the zero row's address, an integer, so the row must outlive the kernel by other
+    # means: it is in wsf, which the caller holds. (When the kernel allocated it, Numba freed it
+    # after its last use while ``ind`` still pointed at it, and the taps outside the image read
+    # whatever the next allocation wrote there: light VGG-19 at 2 threads, border pixels off by
+    # up to 1e24, now and then inf -> NaN.)
+    L = head + work_items("conv_gemm", "xin, bp, y, bias, res, wsf, wsi", T, len(p.chunks),
+                           "m_lo, m_hi, p_lo, p_hi = _CHUNKS[wi]", setup, L)
     return "\n".join(L) + "\n"
 
 
@@ -506,7 +510,8 @@ def _gather_lines(p, pad: str) -> list[str]:
 
 # -- the depthwise source --------------------------------------------------------------------
 def _depthwise_source(p, act: list[str]) -> str:
-    """conv_depthwise(xin, w, y, b, z): xin, y, z flat NHWC, w [KH*KW*C], b [C].
+    """conv_depthwise(xin, w, y, b, z, wsf, wsi): xin, y, z flat NHWC, w [KH*KW*C], b [C], wsf
+    and wsi the plan's scratch (only the counters, with threads > 1).
 
     Output rows are cut into row segments x column segments with the same in-image taps
     (``_segments``). In each, runs of 8, then 4, then single pixels go to ``dw_tile`` (weights in
@@ -555,7 +560,7 @@ def _depthwise_source(p, act: list[str]) -> str:
         L += [f"            for c in range({OW * C}):", "                x = yr[c]"]
         L += ["                " + a for a in rest] + ["                yr[c] = x"]
     body = [f"            for r in range(r0, min(r0 + {rpc}, {R})):"] + ["    " + x for x in L]
-    L = head + work_items("conv_depthwise", "xin, w, y, b, z", T, -(-R // rpc), f"r0 = wi * {rpc}",
+    L = head + work_items("conv_depthwise", "xin, w, y, b, z, wsf, wsi", T, -(-R // rpc), f"r0 = wi * {rpc}",
                            [f"lo, hi = {lo_s}, {hi_s}"], body)
     return "\n".join(L) + "\n"
 
@@ -669,6 +674,7 @@ class ConvPlan:
                                           f"that is not depthwise is not generated yet")
             self.kind = "depthwise"
             self.VW = VW
+            self.scratch = Scratch(threads)
             self.source = _depthwise_source(self, act)
             name = "conv_depthwise"
         else:
@@ -683,6 +689,7 @@ class ConvPlan:
         empty = self.M == 0 or O == 0
         self._kernel = None if empty else _load(self.source, name, cache_dir)
         self._zeros = np.zeros(1, np.float32)
+        self._ws, self._ws_lock = self.scratch.buffers(), threading.Lock()
 
     def _configure(self, cfg, given_mc=None) -> None:
         """Tile, KC (whole taps when C <= KC), MC, work items and tile heights of the GEMM paths."""
@@ -715,6 +722,19 @@ class ConvPlan:
             self.tap_masks = len(self.kblocks) > 1 and self.w_shape[2] * self.w_shape[3] <= 62
         self.chunks = chunks(M, self.NP, self.MC, self.threads, self.MR)
         self.heights = tile_heights(M, self.MR, self.MC, self.chunks)
+        self.scratch = self._scratch()
+
+    def _scratch(self) -> Scratch:
+        """im2col: a gather block of MC x KC floats per thread; direct: a zero row of C floats
+        for all threads, and per thread the row block's indirection table (MC x taps addresses)
+        and its tap masks (one per MR rows)."""
+        if self.kind == "im2col":
+            return Scratch(self.threads, thread_f=self.MC * self.KC)
+        if self.kind == "direct":
+            taps = self.w_shape[2] * self.w_shape[3]
+            masks = -(-self.MC // self.MR) if self.tap_masks else 0
+            return Scratch(self.threads, shared_f=self.x_shape[3], thread_i=self.MC * taps + masks)
+        return Scratch(self.threads)
 
     # -- public -------------------------------------------------------------------------
     def pack_weights(self, W, B=None):
@@ -745,31 +765,32 @@ class ConvPlan:
             _check("residual", residual, self.y_shape)
         elif residual is not None:
             raise ValueError("ConvPlan: the plan was built without a residual")
-        wp, b = packed
-        if self._kernel is not None:
-            shape = (-1,) if self.kind == "depthwise" else (self.M, self.w_shape[0])
-            y = out.reshape(shape)
-            self._kernel(x.reshape(-1), wp, y, b if self.has_bias else self._zeros,
-                         residual.reshape(shape) if self.has_residual else y)
+        self.bind(packed)(x, out, residual)
         return out
-
 
     def bind(self, packed):
         """``run(x, out, residual)`` for a plan step: the kernel without ``__call__``'s checks,
         which the plan's lowering has made once (x, out and residual are float32 C-contiguous
-        arrays of the planned shapes), and with its views and bias picked once. ~2 us a step."""
+        arrays of the planned shapes), and with its views and bias picked once. ~2 us a step.
+        The plan's scratch serves one call at a time: a call made while another thread runs the
+        plan gets its own."""
         kernel, (wp, b) = self._kernel, packed
         if kernel is None:
             return lambda x, out, residual=None: None
         shape = (-1,) if self.kind == "depthwise" else (self.M, self.w_shape[0])
         bias = b if self.has_bias else self._zeros
-        if self.has_residual:
-            return lambda x, out, residual: kernel(x.reshape(-1), wp, out.reshape(shape), bias,
-                                                   residual.reshape(shape))
+        (wsf, wsi), lock, scratch = self._ws, self._ws_lock, self.scratch
 
         def run(x, out, residual=None):
             y = out.reshape(shape)
-            kernel(x.reshape(-1), wp, y, bias, y)
+            z = y if residual is None else residual.reshape(shape)
+            if lock.acquire(False):
+                try:
+                    kernel(x.reshape(-1), wp, y, bias, z, wsf, wsi)
+                finally:
+                    lock.release()
+            else:
+                kernel(x.reshape(-1), wp, y, bias, z, *scratch.buffers())
 
         return run
 

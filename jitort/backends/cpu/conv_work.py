@@ -1,17 +1,70 @@
 """Work items of the generated convolutions and how threads share them (conv.py's kernels).
 
     items = chunks(M, NP, MC, threads, MR)             # (m_lo, m_hi, p_lo, p_hi) per item
+    ws = Scratch(T, shared_f, thread_f, thread_i)      # the kernel's working memory
     lines = work_items(name, args, T, len(items), unpack, setup, body, after)
 
 ``chunks`` cuts a conv's output into row blocks x panel groups; ``work_items`` writes the source
 of the function that runs them (in order with one thread; with T threads, home ranges first and
 then stealing through atomic counters, ``conv_ir.atomic_next``) and of the driver that calls it.
+``Scratch`` lays out the two arrays every generated conv kernel takes last, ``wsf`` (float32)
+and ``wsi`` (int64), and allocates them.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 #: int64s between two threads' counters (one 64-byte line each).
 COUNTER_STRIDE = 8
+
+
+class Scratch:
+    """The working memory of one generated conv kernel, passed in by its plan (``wsf``, ``wsi``):
+
+        wsf: [shared_f floats every thread reads (the zero row)] [thread_f floats] x T
+        wsi: [T x COUNTER_STRIDE counters, with T > 1] [thread_i ints] x T
+
+    each region rounded up to 64 bytes, both arrays 64-byte aligned and zero-filled. The kernel
+    allocates nothing itself: a ``np.empty`` inside a cached Numba function brings the
+    environment of Numba's ``np.empty`` implementation along, and loading the first such kernel
+    in a process imported ``numba.np.arrayobj`` and what it pulls in (~25 ms of ResNet-50's warm
+    start). The kernel writes only the thread regions and the counters, so the zero row stays
+    zero; one (wsf, wsi) pair serves one call at a time."""
+
+    def __init__(self, threads: int, shared_f: int = 0, thread_f: int = 0, thread_i: int = 0):
+        up = lambda n, k: -(-n // k) * k  # noqa: E731
+        self.threads = threads
+        self.shared_f, self.thread_f = up(shared_f, 16), up(thread_f, 16)
+        self.counters = threads * COUNTER_STRIDE if threads > 1 else 0
+        self.thread_i = up(thread_i, 8)
+
+    def floats(self, n: int, shared: bool = False) -> str:
+        """Source of this thread's (or the shared) first ``n`` floats, in a work-items function."""
+        assert n <= (self.shared_f if shared else self.thread_f), "a scratch region too small"
+        lo = "0" if shared else self._base(self.shared_f, self.thread_f)
+        return f"wsf[{lo}:{lo} + {n}]"
+
+    def ints(self, start: int, n: int) -> str:
+        """Source of this thread's ints [start, start + n), in a work-items function."""
+        assert start + n <= self.thread_i, "a scratch region too small"
+        lo = self._base(self.counters, self.thread_i)
+        return f"wsi[{lo} + {start}:{lo} + {start + n}]"
+
+    def _base(self, first: int, per: int) -> str:
+        return str(first) if self.threads == 1 else f"{first} + home_t * {per}"
+
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """A new zero-filled (wsf, wsi)."""
+        return (_aligned_zeros(self.shared_f + self.threads * self.thread_f, np.float32),
+                _aligned_zeros(self.counters + self.threads * self.thread_i, np.int64))
+
+
+def _aligned_zeros(n: int, dtype) -> np.ndarray:
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros((max(n, 1) + 64 // item), dtype)
+    start = (-raw.ctypes.data % 64) // item
+    return raw[start:start + max(n, 1)]
 
 
 def decorator(parallel: bool) -> str:
@@ -45,10 +98,11 @@ def chunks(M: int, NP: int, MC: int, threads: int, MR: int = 1) -> list[tuple]:
 
 def work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list[str],
                body: list[str], after: list[str] = ()) -> list[str]:
-    """``{name}_items([counter, t,] {args})``, a plain (not parallel) function running work items
-    (``chunks``; ``body`` is written at indent 12 with ``wi`` the item), then ``{name}({args})``
-    that calls it: once with one thread; with T, as ``prange(T)`` over t. The body in its own
-    function keeps Numba's parfor passes off it: compiling the body inside the prange took ~3x
+    """``{name}_items([counter, home_t,] {args})``, a plain (not parallel) function running work
+    items (``chunks``; ``body`` is written at indent 12 with ``wi`` the item), then
+    ``{name}({args})`` that calls it: once with one thread; with T, as ``prange(T)`` over t
+    (``args`` ends with ``wsf, wsi``, see ``Scratch``; the counters are wsi's first T lines).
+    The body in its own function keeps Numba's parfor passes off it: compiling the body inside the prange took ~3x
     longer (2-4 s per conv). ``after`` runs once the items are done.
 
     With T threads the items are cut into T home ranges in order (items are ordered by pixel
@@ -81,6 +135,7 @@ def work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list[
     if T == 1:
         driver += [f"    {name}_items({args})"]
     else:
-        driver += [f"    counter = np.zeros({T * COUNTER_STRIDE}, np.int64)",
+        driver += [f"    counter = wsi[:{T * COUNTER_STRIDE}]",
+                   f"    for q in range({T * COUNTER_STRIDE}):", "        counter[q] = 0",
                    f"    for t in numba.prange({T}):", f"        {name}_items(counter, t, {args})"]
     return items + driver

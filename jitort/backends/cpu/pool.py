@@ -91,9 +91,8 @@ def _avg_par(x, y, g, cnt_h, cnt_w, nt):
 
 
 @numba.njit(**_JIT)
-def _global(x, y, is_max):
+def _global(x, y, is_max, acc):
     N, H, W, C = x.shape
-    acc = np.empty(C, np.float64)
     for n in range(N):
         out = y[n, 0, 0]
         for c in range(C):
@@ -136,7 +135,9 @@ def average_pool(x, y, geometry, cnt_h, cnt_w, threads=1):
 
 
 def global_pool(x, y, is_max):
-    _global(x, y, bool(is_max))
+    # the float64 accumulators come from here: an np.empty inside the kernel would bring Numba's
+    # np.empty implementation along, whose loading imports numba.np.arrayobj (conv_work.Scratch)
+    _global(x, y, bool(is_max), np.empty(x.shape[3], np.float64))
     return y
 
 

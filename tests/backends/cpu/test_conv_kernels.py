@@ -26,7 +26,11 @@ residual, 1 and 2 threads, 0-sized dims; and the code paths inside each:
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -224,7 +228,8 @@ def test_depthwise_case_runs_8_and_4_pixel_tiles():
 
 
 def test_one_plan_in_two_threads():
-    """A plan holds no scratch of its own: concurrent calls (nogil) give the same result."""
+    """A plan lends its scratch to one call at a time: concurrent calls (nogil) give the same
+    result, the one that finds the scratch taken running on its own."""
     import threading
 
     rng = np.random.default_rng(0)
@@ -247,7 +252,50 @@ def test_one_plan_in_two_threads():
     for t in threads:
         t.join()
     assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert plan._ws_lock.acquire(False)  # held: this call runs on a scratch of its own
+    try:
+        before = [w.copy() for w in plan._ws]
+        assert np.array_equal(plan(xs[0], packed), want[0])
+        assert all(np.array_equal(w, b) for w, b in zip(plan._ws, before))
+    finally:
+        plan._ws_lock.release()
 
+
+_NO_ALLOCATION = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from jitort.backends.cpu import backend  # noqa: F401  (prepare(): cache loads without Numba's refresh)
+    from jitort.backends.cpu.conv import ConvPlan
+    from jitort.backends.cpu.pool import global_pool
+
+    rng = np.random.default_rng(0)
+    out = []
+    for x, w, kw in [((1, 9, 9, 16), (24, 16, 3, 3), dict(pads=(1, 1, 1, 1), threads=2)),       # direct
+                     ((1, 9, 9, 3), (8, 3, 3, 3), dict(pads=(1, 1, 1, 1))),                    # im2col
+                     ((1, 9, 9, 16), (24, 16, 1, 1), dict(threads=2)),                          # gemm
+                     ((1, 9, 9, 16), (16, 1, 3, 3), dict(pads=(1, 1, 1, 1), group=16, threads=2))]:
+        plan = ConvPlan(x, w, cache_dir=sys.argv[1], **kw)
+        out.append(plan(rng.standard_normal(x).astype(np.float32),
+                        plan.pack_weights(rng.standard_normal(w).astype(np.float32))))
+    y = np.empty((1, 1, 1, 16), np.float32)
+    out.append(global_pool(rng.standard_normal((1, 9, 9, 16)).astype(np.float32), y, False))
+    np.savez(sys.argv[2], *out)
+    print("numba.np.arrayobj" in sys.modules)
+""")
+
+
+def test_cached_kernels_allocate_nothing_so_loading_them_imports_no_array_implementations(tmp_path):
+    """np.empty inside a kernel brings Numba's implementation of it along, and loading such a
+    kernel from the cache imports numba.np.arrayobj (~25 ms of a warm start): the conv kernels
+    take their scratch from the plan and the global pool its accumulators from its caller."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    runs = [subprocess.run([sys.executable, "-c", _NO_ALLOCATION, str(tmp_path), str(tmp_path / f"{i}.npz")],
+                           capture_output=True, text=True, timeout=600, env=env) for i in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert runs[1].stdout.split()[-1] == "False"  # loaded: nothing imported the array implementations
+    first, second = (np.load(tmp_path / f"{i}.npz") for i in range(2))
+    assert all(np.array_equal(first[k], second[k]) for k in first.files)
 
 
 @pytest.mark.parametrize("C,MR,MC", [(16, 6, 48), (16, 4, 32), (24, 6, 72)])
