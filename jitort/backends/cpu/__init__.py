@@ -1,1 +1,5 @@
 """The CPU backend: kernel groups lowered to Numba source, BLAS binding, memory planner, whole-plan module."""
+
+from .numba_import import import_numba
+
+import_numba()  # before any module of this package imports Numba (see numba_import.py)

@@ -1,6 +1,6 @@
 """Numba's start-up, trimmed to what loading and compiling jitort's kernels needs.
 
-Five things Numba does on the way to the first kernel cost a warm start (a process whose kernels
+Six things Numba does on the way to the first kernel cost a warm start (a process whose kernels
 are all in the disk cache) a third of its time here, and ``prepare()`` (once, before the first
 kernel is compiled or loaded) changes each only where it cannot change a result:
 
@@ -39,6 +39,10 @@ kernel is compiled or loaded) changes each only where it cannot change a result:
   features) and the Numba and llvmlite versions, with a sha256 of its bytes; a later process
   loads it like a cached kernel. A missing, unreadable, truncated or altered file is compiled
   again (and rewritten, temp file + rename).
+* **Extension discovery.** Numba's first compile or cache load lists every entry point of every
+  installed distribution to find its extensions' hooks (20-39 ms here, where there are none);
+  ``numba_extensions.py`` reads the same files, and Numba's discovery runs only when one of them
+  names Numba's extension group (or distributions may come from elsewhere).
 
     numba = prepare()        # once, before the first kernel is compiled or loaded
 """
@@ -60,8 +64,10 @@ _loading = threading.local()  # set while a jitort kernel loads from Numba's cac
 def prepare():
     import numba
 
+    from .numba_extensions import skip_discovery_if_none
+
     for patch in (_arraymath_before_registries, _load_without_refresh, _symbols_from_object_code,
-                  _typeof_ndarray_without_numpy_ma, _nrt_from_object_code):
+                  _typeof_ndarray_without_numpy_ma, _nrt_from_object_code, skip_discovery_if_none):
         try:
             patch()
         except (ImportError, AttributeError):  # another Numba: its own behaviour, unchanged
