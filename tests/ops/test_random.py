@@ -43,7 +43,9 @@ def test_bernoulli_frequency_matches_probability():
     y = _run([helper.make_node("Bernoulli", ["x"], ["y"])], [("x", F, list(x.shape))],
              [("y", F, list(x.shape))], {"x": x})[0]
     assert set(np.unique(y)) <= {0.0, 1.0}
-    np.testing.assert_allclose(y.mean(axis=0), p, atol=0.03)
+    # unseeded: 5 standard errors per column (0.03 flat was ~3 of them: one run in ~20 failed)
+    n = x.shape[0]
+    assert np.all(np.abs(y.mean(axis=0) - p) <= 5 * np.sqrt(p * (1 - p) / n)), (y.mean(axis=0), p)
 
 
 def test_multinomial_frequencies_follow_logits():
