@@ -1,13 +1,17 @@
-"""Importing Numba without importing PyYAML.
+"""Importing Numba without importing PyYAML or SciPy.
 
-Numba's config module runs ``import yaml`` when it is imported (15-18 ms here), to read a
-``.numba_config.yaml`` in the current directory, if there is one, then and at each later config
-reload. ``import_numba()`` imports Numba with a stand-in module under the name ``yaml`` when
-PyYAML is installed, no such file is in the current directory and neither Numba nor PyYAML is
-imported yet: Numba then sees PyYAML as installed, as it is, and the first attribute Numba (or
-anything else holding the stand-in) reads from it imports PyYAML and answers from it. The name
-``yaml`` in ``sys.modules`` is given back right after Numba's import, so every later ``import
-yaml`` gets PyYAML itself. In any other case it is a plain ``import numba``.
+Numba's package imports two modules it does not use until much later, if ever:
+* ``yaml`` (15-18 ms here), in its config module, to read a ``.numba_config.yaml`` in the current
+  directory if there is one, then and at each later config reload;
+* ``scipy`` (13-15 ms), in its ``__init__``, only to check that its version is at least 1.0.
+
+``import_numba()`` imports Numba with a stand-in module under each name whose real module is
+installed and not imported yet (for yaml: when no such config file is in the current directory):
+the stand-in for scipy carries ``__version__``, read from its ``.dist-info`` directory's name as
+the cache key's versions are; any other attribute read from a stand-in imports the real module and
+answers from it. The names in ``sys.modules`` are given back right after Numba's import, so every
+later ``import yaml`` or ``import scipy`` gets the real module. Anything else (Numba or a module
+already imported, a version that cannot be read) and it is a plain ``import numba``.
 """
 
 from __future__ import annotations
@@ -19,25 +23,46 @@ import sys
 import types
 
 
-class _PyYAMLOnFirstUse(types.ModuleType):
-    def __getattr__(self, name):
-        real = sys.modules.get("yaml")
+class _OnFirstUse(types.ModuleType):
+    """Stands in for the module ``name``: the attributes given here answer directly, any other
+    imports the module (the stand-in first leaves ``sys.modules``) and answers from it."""
+
+    def __init__(self, name: str, **known):
+        super().__init__(name)
+        self.__dict__.update(known)
+
+    def __getattr__(self, attr):
+        name = self.__name__
+        real = sys.modules.get(name)
         if real is None or real is self:
-            sys.modules.pop("yaml", None)
-            real = importlib.import_module("yaml")
-        return getattr(real, name)
+            sys.modules.pop(name, None)
+            real = importlib.import_module(name)
+        return getattr(real, attr)
+
+
+def _stand_ins() -> dict:
+    if "numba" in sys.modules:
+        return {}
+    out = {}
+    if "yaml" not in sys.modules and not os.path.isfile(".numba_config.yaml") \
+            and importlib.util.find_spec("yaml") is not None:
+        out["yaml"] = _OnFirstUse("yaml")
+    if "scipy" not in sys.modules:
+        from ...cache.key import installed_version
+
+        version = installed_version("scipy")
+        if version:
+            out["scipy"] = _OnFirstUse("scipy", __version__=version)
+    return out
 
 
 def import_numba():
-    if "numba" not in sys.modules and "yaml" not in sys.modules \
-            and not os.path.isfile(".numba_config.yaml") and importlib.util.find_spec("yaml") is not None:
-        stand_in = _PyYAMLOnFirstUse("yaml")
-        sys.modules["yaml"] = stand_in
-        try:
-            import numba  # noqa: F401
-        finally:
-            if sys.modules.get("yaml") is stand_in:
-                del sys.modules["yaml"]
-    import numba
-
+    stand_ins = _stand_ins()
+    sys.modules.update(stand_ins)
+    try:
+        import numba
+    finally:
+        for name, mod in stand_ins.items():
+            if sys.modules.get(name) is mod:
+                del sys.modules[name]
     return numba

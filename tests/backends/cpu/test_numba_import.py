@@ -1,4 +1,4 @@
-"""numba_import (Numba imported without PyYAML) and numba_extensions (Numba's extension discovery
+"""numba_import (Numba imported without PyYAML or SciPy) and numba_extensions (Numba's extension discovery
 skipped when no distribution declares an extension): each in a fresh process, against what Numba
 does on its own."""
 
@@ -48,6 +48,28 @@ def test_a_config_file_present_at_import_is_read_by_numba_itself(tmp_path):
         print("yaml" in sys.modules, numba.config.DEVELOPER_MODE)
     """, cwd=tmp_path)
     assert out.splitlines()[-1] == "True 1"
+
+
+def test_numba_is_imported_without_scipy_and_checks_the_installed_version():
+    pytest.importorskip("scipy")
+    out = _run("""
+        import sys
+        import jitort.backends.cpu  # noqa: F401  (imports Numba)
+        assert "scipy" not in sys.modules, "SciPy was imported with Numba"
+        from jitort.cache.key import installed_version
+        import scipy                                   # a later import gets SciPy itself
+        import scipy.linalg  # noqa: F401              (a package, submodules and all)
+        assert scipy.__file__ and scipy.__version__ == installed_version("scipy")
+        print("ok")
+    """)
+    assert out.splitlines()[-1] == "ok"
+    # the version Numba checks is the stand-in's: one below 1.0 is refused as Numba refuses it
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import jitort.cache.key as key
+        key.installed_version = lambda dist: "0.19.1" if dist == "scipy" else None
+        import jitort.backends.cpu
+    """)], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Numba requires SciPy version 1.0 or greater. Got SciPy 0.19.1" in r.stderr
 
 
 def test_without_extensions_the_discovery_is_skipped_with_numba_s_own_answer():
