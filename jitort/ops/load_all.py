@@ -5,7 +5,7 @@ import pkgutil
 
 from . import __path__ as _ops_path
 
-_SKIP = {"registry", "attrs", "load_all", "common"}
+_SKIP = {"registry", "attrs", "load_all", "common", "op_index", "make_op_index"}
 
 for _m in pkgutil.iter_modules(_ops_path):
     if _m.name not in _SKIP and not _m.name.startswith("_"):

@@ -20,6 +20,7 @@ falls back to ONNX's schema inference or constant evaluation (see ``jitort.ir.in
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import keyword
 from dataclasses import dataclass, field
@@ -131,9 +132,10 @@ def lookup(name: str, domain: str, version: int, node_name: str = "") -> OpDef:
 
 
 def find(name: str, domain: str, version: int) -> OpDef | None:
-    if not _LOADED:
-        _ensure_loaded()
-    versions = _REGISTRY.get((canonical_domain(domain), name))
+    key = (canonical_domain(domain), name)
+    if not _LOADED and key not in _FOUND:
+        _load_for(key)
+    versions = _REGISTRY.get(key)
     if not versions:
         return None
     best = None
@@ -180,6 +182,7 @@ def call(entry: OpDef, inputs: list, attrs: dict[str, Any], ctx: KernelContext |
 
 
 _LOADED = False
+_FOUND: set = set()  # (domain, op) whose family modules are imported
 
 
 def _ensure_loaded() -> None:
@@ -187,6 +190,19 @@ def _ensure_loaded() -> None:
     if not _LOADED:
         _LOADED = True
         from . import load_all  # noqa: F401  (imports every family module)
+
+
+def _load_for(key: tuple[str, str]) -> None:
+    """Import the family modules of one op (op_index.py), or all of them for an op it lacks."""
+    from .op_index import MODULES
+
+    mods = MODULES.get(key)
+    if mods is None:
+        _ensure_loaded()
+        return
+    for m in mods:
+        importlib.import_module(f"{__package__}.{m}")
+    _FOUND.add(key)
 
 
 @dataclass
