@@ -157,20 +157,24 @@ def cold_start(args, model: str, tmp: str) -> dict:
     path, rounds = run_rounds(model, COLD, args, tmp, 0, 1)
     res = {"description": describe(model), "model_path": H.relpath(path),
            "counted_rounds": sum(r["outputs_match"] for r in rounds), "rounds": rounds}
-    keys = ("to_first_result_ms", "python_ms", "import_ms", "create_ms", "first_call_ms")
+    keys = ("to_first_result_ms", "python_ms", "import_ms", "create_ms", "first_call_ms", "cpu_to_first_result_ms")
     for tag in COLD:
         res[tag] = {k: H.counted(rounds, tag, k) for k in keys}
-    ort = H.median(res["onnxruntime"]["to_first_result_ms"])
-    rows = [("runtime", "to first result ms", "python+inputs ms", "import ms", "create ms", "first call ms", "vs ORT")]
+    ort, ort_cpu = (H.median(res["onnxruntime"][k]) for k in ("to_first_result_ms", "cpu_to_first_result_ms"))
+    ratio = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731
+    rows = [("runtime", "to first result ms", "python+inputs ms", "import ms", "create ms", "first call ms",
+             "vs ORT", "CPU ms", "CPU vs ORT")]
     for tag in COLD:
-        t = H.median(res[tag]["to_first_result_ms"])
+        t, c = H.median(res[tag]["to_first_result_ms"]), H.median(res[tag]["cpu_to_first_result_ms"])
         res[tag]["ratio_to_onnxruntime"] = t / ort if t and ort else None
-        rows.append((tag, *(H.fmt_median(res[tag][k], 0) for k in keys),
-                     "-" if res[tag]["ratio_to_onnxruntime"] is None else f"{res[tag]['ratio_to_onnxruntime']:.2f}x"))
+        res[tag]["cpu_ratio_to_onnxruntime"] = c / ort_cpu if c and ort_cpu else None
+        rows.append((tag, *(H.fmt_median(res[tag][k], 0) for k in keys[:-1]), ratio(res[tag]["ratio_to_onnxruntime"]),
+                     H.fmt_median(res[tag]["cpu_to_first_result_ms"], 0), ratio(res[tag]["cpu_ratio_to_onnxruntime"])))
     H.print_table(rows)
     print(f"\n{model}: median [range] over {res['counted_rounds']} counted rounds; 'to first result' runs from "
           f"spawning the process to the end of the first call. jitort_cold starts with an empty cache dir, "
-          f"jitort_warm reuses it.")
+          f"jitort_warm reuses it. CPU: the process's CPU time (all its threads) at its first result, "
+          f"less moved than wall time by other jobs on a shared machine.")
     return {"model": model, **res}
 
 

@@ -42,13 +42,13 @@ def _might_have_extensions() -> bool:
     if any(hasattr(f, "find_distributions") and f is not standard for f in sys.meta_path):
         return True
     for entry in sys.path:
+        if not isinstance(entry, str):
+            continue
         where = entry or "."
-        if isinstance(where, str) and where.lower().endswith(".egg"):  # its EGG-INFO: not read here
+        if where.lower().endswith(".egg") or os.path.isfile(where):  # an egg's EGG-INFO, a zip: not read here
             return True
-        if not isinstance(where, str) or not os.path.isdir(where):
-            if isinstance(where, str) and os.path.isfile(where):  # a zip: not read here
-                return True
-            continue  # missing, or a path-hook name: importlib.metadata finds nothing there
+        if not os.path.isdir(where):  # missing, or a path-hook name: importlib.metadata finds nothing there
+            continue
         try:
             names = os.listdir(where)
         except OSError:
