@@ -9,9 +9,10 @@ Y = act(Conv(X, W) + B + Z).
 
 Every plan is one generated Numba function with the whole geometry baked in as constants
 (``plan.source``; ``JITORT_DEBUG=2`` prints it). This file holds ConvPlan and the source
-generators; the LLVM IR the generated code calls (the Numba intrinsics ``copy_f32``,
-``zero_f32``, ``prefetch_rows``, ``atomic_next``, ``conv_tile``, ``dw_tile`` and their epilogue
-flags) lives in ``conv_ir.py``. Four paths, chosen from the shapes (``plan.kind``; the ``kind=``
+generators (the per-row-block gather and indirection lines are in ``conv_gather.py``, the work
+items and scratch in ``conv_work.py``); the LLVM IR the generated code calls (the Numba
+intrinsics ``copy_f32``, ``zero_f32``, ``prefetch_rows``, ``atomic_next``, ``conv_tile``,
+``dw_tile`` and their epilogue flags) lives in ``conv_ir.py``. Four paths, chosen from the shapes (``plan.kind``; the ``kind=``
 argument forces "im2col" or "direct" where both apply, for tests and benchmarks):
 
 * ``"gemm"``: 1x1 kernel, stride 1, no pads, group 1: a GEMM over [N*H*W, C] x [C, O] with X
@@ -71,8 +72,8 @@ Compile: ``error_model='numpy'``, ``fastmath=vecmath.FASTMATH``, ``nogil``; ``wi
 lets LLVM use 512-bit vectors on AVX-512 Intel cores. Without ``cache_dir`` the source is exec'd
 (one compile per distinct source in the process: 0.3-1 s at 1 thread, 1-2 s at 2, where the
 parallel driver adds Numba's parfor passes); with it the module is written to
-``cache_dir/jitort_conv_<hash>.py`` (hash of the source and of conv.py, conv_ir.py, gemm.py,
-llvm_tile.py, vecmath.py and the Numba version), registered in ``sys.modules`` before
+``cache_dir/jitort_conv_<hash>.py`` (hash of the source and of conv.py, conv_gather.py,
+conv_ir.py, conv_work.py, gemm.py, llvm_tile.py, vecmath.py and the Numba version), registered in ``sys.modules`` before
 ``exec_module`` and compiled with ``cache=True``, so later processes load it from Numba's disk
 cache. The kernel allocates nothing: its scratch (gather blocks, indirection tables, the zero
 row, the work counters: ``conv_work.Scratch``) is the plan's, lent to one call at a time; a call
@@ -148,6 +149,7 @@ from .conv_ir import _EP_BIAS, _EP_HI, _EP_LO, _EP_RES
 # the intrinsics the generated modules call (re-exported: they were defined here before conv_ir.py)
 from .conv_ir import (addr_f32, atomic_next, conv_tile, copy_f32, dw_tile, igemm_tile,  # noqa: F401
                       prefetch_rows, zero_f32)
+from .conv_gather import gather_lines, indirection_lines
 from .conv_work import Scratch, chunks, decorator as _decorator, work_items
 from .gemm import VW, _generator_hash as _gemm_generator_hash, choose_config, tile_heights
 from .modules import hash_files, load_module, note
@@ -222,8 +224,8 @@ def _generator_hash() -> str:
     """Hash of everything the generated code depends on besides its own text: a changed
     generator, tile or vecmath function must not reuse a module compiled from the old one."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return hash_files(_gemm_generator_hash(), [os.path.join(here, f) for f in ("conv.py", "conv_ir.py", "conv_work.py",
-                                                                                 "vecmath.py")])
+    files = ("conv.py", "conv_gather.py", "conv_ir.py", "conv_work.py", "vecmath.py")
+    return hash_files(_gemm_generator_hash(), [os.path.join(here, f) for f in files])
 
 
 def _load(source: str, name: str, cache_dir: str | None):
@@ -321,7 +323,7 @@ def _gemm_source(p, act: list[str]) -> str:
     L = [f"            for i0 in range(m_lo, m_hi, {MC}):",
           f"                i1 = min(i0 + {MC}, m_hi)"]
     if direct:
-        L += _indirection_lines(p, " " * 16)
+        L += indirection_lines(p, " " * 16)
         L += [f"                for kb in range({NKB}):",
               "                    k0, t0, ntap, c0, kc = _KB[kb]",
               "                    acc = k0 > 0",
@@ -329,7 +331,7 @@ def _gemm_source(p, act: list[str]) -> str:
     else:
         L += [f"                for k0 in range(0, {K}, {KC}):",
               f"                    kc = min({KC}, {K} - k0)"]
-        L += _gather_lines(p, " " * 20) if gather else []
+        L += gather_lines(p, " " * 20) if gather else []
         L += ["                    acc = k0 > 0",
               f"                    last = k0 + {KC} >= {K}"]
     L += [
@@ -407,105 +409,6 @@ def _gemm_source(p, act: list[str]) -> str:
     L = head + work_items("conv_gemm", "xin, bp, y, bias, res, wsf, wsi", T, len(p.chunks),
                            "m_lo, m_hi, p_lo, p_hi = _CHUNKS[wi]", setup, L)
     return "\n".join(L) + "\n"
-
-
-def _indirection_lines(p, pad: str) -> list[str]:
-    """ind[(r - i0) * KH*KW + t] = the address of input pixel (ih, iw) that tap t = i*KW + j of
-    output pixel r reads (its first channel), or of the zero row when (ih, iw) is outside the
-    image, for r in [i0, i1): once per row block, for every K block and panel."""
-    N, H, W, C = p.x_shape
-    _, _, KH, KW = p.w_shape
-    SH, SW, PT, PL, DH, DW = p.geometry
-    _, OH, OW, _ = p.y_shape
-    NT, MR = KH * KW, p.MR
-    slot = f"ind[d + i * {KW} + j]"
-    if not p.tap_masks:
-        def put(v, live):
-            return [f"{slot} = {v} if {live} else za"]
-    else:  # and live[tile] = the taps with at least one row in the image (bit t: tap t)
-        def put(v, live):
-            return [f"if {live}:", f"    {slot} = {v}", f"    m |= 1 << (i * {KW} + j)", "else:", f"    {slot} = za"]
-    L = [pad + f"for q in range((i1 - i0 + {MR - 1}) // {MR}):", pad + "    live[q] = 0"] if p.tap_masks else []
-    L += [pad + "for r in range(i0, i1):", pad + "    m = 0"] if p.tap_masks else [pad + "for r in range(i0, i1):"]
-    return L + [pad + f"    n = r // {OH * OW}",
-            pad + f"    rq = r - n * {OH * OW}",
-            pad + f"    oh = rq // {OW}",
-            pad + f"    ow = rq - oh * {OW}",
-            pad + f"    d = (r - i0) * {NT}",
-            pad + f"    for i in range({KH}):",
-            pad + f"        ih = oh * {SH} - {PT} + i * {DH}",
-            pad + f"        inside = 0 <= ih < {H}",
-            pad + f"        xr = addr_f32(xin, (n * {H} + ih) * {W * C}) if inside else za",
-            pad + f"        for j in range({KW}):",
-            pad + f"            iw = ow * {SW} - {PL} + j * {DW}"] \
-        + [pad + " " * 12 + x for x in put(f"xr + iw * {4 * C}", f"inside and 0 <= iw < {W}")] \
-        + ([pad + f"    live[(r - i0) // {MR}] |= m"] if p.tap_masks else [])
-
-
-def _gather_lines(p, pad: str) -> list[str]:
-    """col[(r - i0) * KC + (k - k0)] = patch value k of output pixel r, for r in [i0, i1) and
-    k in [k0, k0 + kc); zeros outside the image."""
-    N, H, W, C = p.x_shape
-    O, _, KH, KW = p.w_shape
-    SH, SW, PT, PL, DH, DW = p.geometry
-    _, OH, OW, _ = p.y_shape
-    K, KC = p.K, p.KC
-    L = [pad + "for r in range(i0, i1):",
-         pad + f"    n = r // {OH * OW}",
-         pad + f"    rq = r - n * {OH * OW}",
-         pad + f"    oh = rq // {OW}",
-         pad + f"    ow = rq - oh * {OW}",
-         pad + f"    ih0 = oh * {SH} - {PT}",
-         pad + f"    iw0 = ow * {SW} - {PL}",
-         pad + f"    xb = n * {H * W * C}",
-         pad + f"    d = (r - i0) * {KC}"]
-    pad2 = pad + "    "
-
-    def copy(dst, src, n, ind):
-        return [ind + f"copy_f32(col, {dst}, xin, {src}, {n})"]
-
-    def zero(dst, n, ind):
-        return [ind + f"zero_f32(col, {dst}, {n})"]
-
-    def tap(i, j, dst, c0="0", c1=str(C), ind=pad2):
-        """copy channels [c0, c1) of tap (i, j) (source expressions) to col[dst:]."""
-        n = C if (c0, c1) == ("0", str(C)) else f"{c1} - {c0}"
-        return ([ind + f"ih = ih0 + {i} * {DH}",
-                 ind + f"iw = iw0 + {j} * {DW}",
-                 ind + f"if 0 <= ih < {H} and 0 <= iw < {W}:"]
-                + copy(dst, f"xb + (ih * {W} + iw) * {C} + {c0}", n, ind + "    ")
-                + [ind + "else:"] + zero(dst, n, ind + "    "))
-
-    if K <= KC or KC % (KW * C) == 0:  # blocks of whole kernel rows: rows of KW taps
-        rows = f"range({KH})" if K <= KC else f"range(k0 // {KW * C}, (k0 + kc) // {KW * C})"
-        L += [pad2 + f"for i in {rows}:",
-              pad2 + f"    ih = ih0 + i * {DH}",
-              pad2 + f"    dr = d + i * {KW * C} - k0"]
-        ind = pad2 + "    "
-        L += [ind + f"if ih < 0 or ih >= {H}:"] + zero("dr", KW * C, ind + "    ") + [ind + "    continue"]
-        if DW == 1 and KW > 1:  # the KW taps of the row are side by side in x
-            L += [ind + f"if iw0 >= 0 and iw0 + {KW} <= {W}:"]
-            L += copy("dr", f"xb + (ih * {W} + iw0) * {C}", KW * C, ind + "    ") + [ind + "    continue"]
-        L += [ind + f"for j in range({KW}):", ind + f"    iw = iw0 + j * {DW}", ind + f"    if 0 <= iw < {W}:"]
-        L += copy(f"dr + j * {C}", f"xb + (ih * {W} + iw) * {C}", C, ind + "        ")
-        L += [ind + "    else:"] + zero(f"dr + j * {C}", C, ind + "        ")
-    elif KC % C == 0:  # whole taps per block
-        L += [pad2 + f"for tt in range(kc // {C}):",
-              pad2 + f"    tap = k0 // {C} + tt",
-              pad2 + f"    ti = tap // {KW}",
-              pad2 + f"    tj = tap - ti * {KW}"]
-        L += tap("ti", "tj", f"d + tt * {C}", ind=pad2 + "    ")
-    else:  # a block holds part of one or more taps
-        L += [pad2 + "k = k0",
-              pad2 + "while k < k0 + kc:",
-              pad2 + f"    tap = k // {C}",
-              pad2 + f"    c0 = k - tap * {C}",
-              pad2 + f"    c1 = min({C}, c0 + k0 + kc - k)",
-              pad2 + f"    ti = tap // {KW}",
-              pad2 + f"    tj = tap - ti * {KW}"]
-        L += tap("ti", "tj", "d + k - k0", "c0", "c1", ind=pad2 + "    ")
-        L += [pad2 + "    k += c1 - c0"]
-    return L
 
 
 # -- the depthwise source --------------------------------------------------------------------
