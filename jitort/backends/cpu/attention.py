@@ -95,6 +95,7 @@ from . import vecmath
 from .attention_vec import (MR, _NR, _VW, _vaxpy, _vcopy, _vdots, _vfill, _vktrans, _vscale,
                             _vsoftmax, _vsoftmax_mr)
 from .llvm_tile import gemm_tile
+from .memory import aligned_zeros
 
 __all__ = ["KB", "MR", "QB_MAX", "TILED", "AttentionPlan", "attention", "supports"]
 
@@ -381,9 +382,7 @@ def _strides4(b4, layout):
 
 def _aligned_zeros(rows, cols):
     """float32 zeros [rows, cols], the data 64-byte aligned (cols is a multiple of 16)."""
-    raw = np.zeros(rows * cols + 16, _F32)
-    off = (-raw.ctypes.data % 64) // 4
-    return raw[off:off + rows * cols].reshape(rows, cols)
+    return aligned_zeros(rows * cols, _F32).reshape(rows, cols)
 
 
 _EMPTY = np.zeros(1, _F32)

@@ -12,8 +12,9 @@ Every plan is one generated Numba function with the whole geometry baked in as c
 generators (the per-row-block gather and indirection lines are in ``conv_gather.py``, the work
 items and scratch in ``conv_work.py``); the LLVM IR the generated code calls (the Numba
 intrinsics ``copy_f32``, ``zero_f32``, ``prefetch_rows``, ``atomic_next``, ``conv_tile``,
-``dw_tile`` and their epilogue flags) lives in ``conv_ir.py``. Four paths, chosen from the shapes (``plan.kind``; the ``kind=``
-argument forces "im2col" or "direct" where both apply, for tests and benchmarks):
+``dw_tile`` and their epilogue flags) lives in ``conv_ir.py``. Four paths, chosen from the
+shapes (``plan.kind``; the ``kind=`` argument forces "im2col" or "direct" where both apply, for
+tests and benchmarks):
 
 * ``"gemm"``: 1x1 kernel, stride 1, no pads, group 1: a GEMM over [N*H*W, C] x [C, O] with X
   read in place (row stride C);
@@ -73,9 +74,9 @@ lets LLVM use 512-bit vectors on AVX-512 Intel cores. Without ``cache_dir`` the 
 (one compile per distinct source in the process: 0.3-1 s at 1 thread, 1-2 s at 2, where the
 parallel driver adds Numba's parfor passes); with it the module is written to
 ``cache_dir/jitort_conv_<hash>.py`` (hash of the source and of conv.py, conv_gather.py,
-conv_ir.py, conv_work.py, gemm.py, llvm_tile.py, vecmath.py and the Numba version), registered in ``sys.modules`` before
-``exec_module`` and compiled with ``cache=True``, so later processes load it from Numba's disk
-cache. The kernel allocates nothing: its scratch (gather blocks, indirection tables, the zero
+conv_ir.py, conv_work.py, gemm.py, llvm_tile.py, vecmath.py and the Numba version), registered
+in ``sys.modules`` before ``exec_module`` and compiled with ``cache=True``, so later processes
+load it from Numba's disk cache. The kernel allocates nothing: its scratch (gather blocks, indirection tables, the zero
 row, the work counters: ``conv_work.Scratch``) is the plan's, lent to one call at a time; a call
 made while another thread runs the plan gets its own, so one plan may run in two threads.
 

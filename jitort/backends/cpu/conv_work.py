@@ -2,7 +2,7 @@
 
     items = chunks(M, NP, MC, threads, MR)             # (m_lo, m_hi, p_lo, p_hi) per item
     ws = Scratch(T, shared_f, thread_f, thread_i)      # the kernel's working memory
-    lines = work_items(name, args, T, len(items), unpack, setup, body, after)
+    lines = work_items(name, args, T, len(items), unpack, setup, body)
 
 ``chunks`` cuts a conv's output into row blocks x panel groups; ``work_items`` writes the source
 of the function that runs them (in order with one thread; with T threads, home ranges first and
@@ -14,6 +14,8 @@ and ``wsi`` (int64), and allocates them.
 from __future__ import annotations
 
 import numpy as np
+
+from .memory import aligned_zeros
 
 #: int64s between two threads' counters (one 64-byte line each).
 COUNTER_STRIDE = 8
@@ -56,15 +58,8 @@ class Scratch:
 
     def buffers(self) -> tuple[np.ndarray, np.ndarray]:
         """A new zero-filled (wsf, wsi)."""
-        return (_aligned_zeros(self.shared_f + self.threads * self.thread_f, np.float32),
-                _aligned_zeros(self.counters + self.threads * self.thread_i, np.int64))
-
-
-def _aligned_zeros(n: int, dtype) -> np.ndarray:
-    item = np.dtype(dtype).itemsize
-    raw = np.zeros((max(n, 1) + 64 // item), dtype)
-    start = (-raw.ctypes.data % 64) // item
-    return raw[start:start + max(n, 1)]
+        return (aligned_zeros(max(1, self.shared_f + self.threads * self.thread_f), np.float32),
+                aligned_zeros(max(1, self.counters + self.threads * self.thread_i), np.int64))
 
 
 def decorator(parallel: bool) -> str:
@@ -97,13 +92,13 @@ def chunks(M: int, NP: int, MC: int, threads: int, MR: int = 1) -> list[tuple]:
 
 
 def work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list[str],
-               body: list[str], after: list[str] = ()) -> list[str]:
+               body: list[str]) -> list[str]:
     """``{name}_items([counter, home_t,] {args})``, a plain (not parallel) function running work
     items (``chunks``; ``body`` is written at indent 12 with ``wi`` the item), then
     ``{name}({args})`` that calls it: once with one thread; with T, as ``prange(T)`` over t
     (``args`` ends with ``wsf, wsi``, see ``Scratch``; the counters are wsi's first T lines).
-    The body in its own function keeps Numba's parfor passes off it: compiling the body inside the prange took ~3x
-    longer (2-4 s per conv). ``after`` runs once the items are done.
+    The body in its own function keeps Numba's parfor passes off it: compiling the body inside
+    the prange took ~3x longer (2-4 s per conv).
 
     With T threads the items are cut into T home ranges in order (items are ordered by pixel
     rows), each with its own atomic counter (a cache line apart): thread t runs its home range
@@ -130,7 +125,7 @@ def work_items(name: str, args: str, T: int, nch: int, unpack: str, setup: list[
     pad = "    " if T > 1 else ""
     items = ([decorator(False), head, "    wide_vectors()"]
              + ["    " + x for x in setup] + loop + [pad + "        " + unpack]
-             + [pad + x[4:] for x in body] + ["    " + x for x in after])
+             + [pad + x[4:] for x in body])
     driver = ["", "", decorator(T > 1), f"def {name}({args}):"]
     if T == 1:
         driver += [f"    {name}_items({args})"]

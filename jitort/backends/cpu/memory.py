@@ -75,6 +75,14 @@ INPLACE_OPS = frozenset(
 _REDUCTIONS = ("Reduce", "ArgMax", "ArgMin")
 
 
+def aligned_zeros(n: int, dtype) -> np.ndarray:
+    """A zero-filled 1-D array of ``n`` items whose data starts on an ``ALIGN``-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros(n + ALIGN // item, dtype)
+    start = (-raw.ctypes.data % ALIGN) // item
+    return raw[start:start + n]
+
+
 def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
