@@ -1,9 +1,12 @@
-"""Importing Numba without importing PyYAML or SciPy.
+"""Importing Numba without importing PyYAML, SciPy or importlib.metadata.
 
-Numba's package imports two modules it does not use until much later, if ever:
+Numba's package imports three modules it does not use until much later, if ever:
 * ``yaml`` (15-18 ms here), in its config module, to read a ``.numba_config.yaml`` in the current
   directory if there is one, then and at each later config reload;
-* ``scipy`` (13-15 ms), in its ``__init__``, only to check that its version is at least 1.0.
+* ``scipy`` (13-15 ms), in its ``__init__``, only to check that its version is at least 1.0;
+* ``importlib.metadata`` (11 ms: it imports the email package), in ``numba.core.entrypoints``,
+  only to list the installed entry points at the first compile or cache load, which
+  ``numba_extensions.py`` skips when no distribution declares a Numba extension.
 
 ``import_numba()`` imports Numba with a stand-in module under each name whose real module is
 installed and not imported yet (for yaml: when no such config file is in the current directory):
@@ -53,6 +56,8 @@ def _stand_ins() -> dict:
         version = installed_version("scipy")
         if version:
             out["scipy"] = _OnFirstUse("scipy", __version__=version)
+    if "importlib.metadata" not in sys.modules:
+        out["importlib.metadata"] = _OnFirstUse("importlib.metadata")
     return out
 
 

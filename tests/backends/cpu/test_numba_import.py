@@ -1,6 +1,6 @@
-"""numba_import (Numba imported without PyYAML or SciPy) and numba_extensions (Numba's extension discovery
-skipped when no distribution declares an extension): each in a fresh process, against what Numba
-does on its own."""
+"""numba_import (Numba imported without PyYAML, SciPy or importlib.metadata) and numba_extensions
+(Numba's extension discovery skipped when no distribution declares an extension): each in a fresh
+process, against what Numba does on its own."""
 
 from __future__ import annotations
 
@@ -70,6 +70,21 @@ def test_numba_is_imported_without_scipy_and_checks_the_installed_version():
         import jitort.backends.cpu
     """)], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "Numba requires SciPy version 1.0 or greater. Got SciPy 0.19.1" in r.stderr
+
+
+def test_numba_is_imported_without_importlib_metadata_which_a_discovery_still_gets():
+    out = _run("""
+        import sys
+        import jitort.backends.cpu  # noqa: F401  (imports Numba)
+        assert "importlib.metadata" not in sys.modules, "importlib.metadata was imported with Numba"
+        from numba.core import entrypoints
+        entrypoints._already_initialized = False
+        entrypoints.init_all()                         # Numba's discovery, through the stand-in
+        import importlib.metadata as md                # a later import gets the module itself
+        assert md.__file__ and md.entry_points is entrypoints.importlib_metadata.entry_points
+        print(md.version("numba") == __import__("numba").__version__)
+    """)
+    assert out.splitlines()[-1] == "True"
 
 
 def test_without_extensions_the_discovery_is_skipped_with_numba_s_own_answer():
