@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -161,6 +162,43 @@ def test_source_hash_covers_every_source_file(tmp_path):
     assert edited != base
     (pkg / "sub" / "k.py.j2").rename(pkg / "k.py.j2")
     assert keymod.tree_hash([str(pkg)]) != edited  # a move counts too
+
+
+def test_source_hash_is_remembered_until_a_file_or_directory_changes(tmp_path, monkeypatch):
+    pkg, memo = tmp_path / "pkg", str(tmp_path / "memo.json")
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    full = lambda: keymod.tree_hash([str(pkg)])  # noqa: E731  (never remembered)
+    base = keymod.tree_hash([str(pkg)], memo=memo)
+    assert base == full() and not os.path.exists(memo)  # files this young are not remembered
+    monkeypatch.setattr(keymod, "_SETTLED_S", 0.0)
+    assert keymod.tree_hash([str(pkg)], memo=memo) == base and os.path.exists(memo)
+    with open(memo) as f:
+        rec = json.load(f)
+    rec["digest"] = "a" * 64  # proves a later call answers from the memo, reading no file
+    with open(memo, "w") as f:
+        json.dump(rec, f)
+    assert keymod.tree_hash([str(pkg)], memo=memo) == "a" * 64
+    assert keymod.tree_hash([str(tmp_path)], memo=memo) == keymod.tree_hash([str(tmp_path)])  # other roots
+    keymod.tree_hash([str(pkg)], memo=memo)
+    tick = lambda: time.sleep(0.05)  # noqa: E731  (past the file system's timestamp resolution)
+    tick()
+    st = os.stat(pkg / "a.py")  # an edit of the same size with its mtime put back: ctime moves
+    (pkg / "a.py").write_text("x = 3\n")
+    os.utime(pkg / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    edited = keymod.tree_hash([str(pkg)], memo=memo)
+    assert edited == full() != base
+    tick()
+    (pkg / "sub" / "c.py").write_text("")  # a new file: its directory's mtime moves
+    added = keymod.tree_hash([str(pkg)], memo=memo)
+    assert added == full() != edited
+    tick()
+    (pkg / "sub" / "c.py").rename(pkg / "sub" / "d.py")
+    assert keymod.tree_hash([str(pkg)], memo=memo) == full() != added
+    with open(memo, "w") as f:
+        f.write("{not json")
+    assert keymod.tree_hash([str(pkg)], memo=memo) == full()  # a damaged memo: hashed again
 
 
 def test_prune_drops_least_recently_used(store):
