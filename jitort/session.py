@@ -265,8 +265,10 @@ class CompiledModel:
                     if hit is None:
                         variant, derived, info = self._build(sig, key, pre)
                         variant.first_run = threading.Event()
+                        image = getattr(self.backend, "kernel_image", None)  # made after the first run
+                        kernels = (lambda plan=variant.plan: image(plan)) if image else None
                         self._cache.save_async(variant.key, variant.bound, derived, info, fd,
-                                               variant.first_run)
+                                               variant.first_run, kernels)
                         fd = None  # the saving thread releases it after the first run
                         return variant
                 finally:
@@ -276,7 +278,8 @@ class CompiledModel:
                         release_lock(fd)
             self.stats.cache_hits += 1
             bound, derived = hit["bound"], hit["derived"]
-            return _Variant(sig, bound, self.backend.build_plan(bound, derived=derived), None, key=key)
+            extra = {"kernels": hit["kernels"]} if hit.get("kernels") else {}
+            return _Variant(sig, bound, self.backend.build_plan(bound, derived=derived, **extra), None, key=key)
         except JitortError:
             raise
         except Exception as exc:  # noqa: BLE001

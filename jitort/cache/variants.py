@@ -4,7 +4,8 @@
     digest = vc.known_digest(source)          # None: the model file must be read and hashed
     iface = vc.load_interface(digest)         # the inputs/outputs, without parsing the model
     key = vc.key(digest, signature)
-    entry = vc.load(key)                      # {"bound": BoundGraph, "derived": {...}} or None
+    entry = vc.load(key)                      # {"bound": BoundGraph, "derived": {...}, "kernels": image}
+                                              # or None
     fd = vc.acquire(key); ...                 # one compile per key across processes
     vc.save(key, bound, derived, info)
 
@@ -148,25 +149,31 @@ class VariantCache:
         """The key's lock as a descriptor (TimeoutError after JITORT_LOCK_TIMEOUT seconds)."""
         return self.store.acquire(key.digest)
 
-    def save(self, key: CacheKey, bound, derived: dict, info: dict) -> None:
+    def save(self, key: CacheKey, bound, derived: dict, info: dict, kernels: bytes | None = None) -> None:
+        """``kernels``: the backend's image of the plan's compiled kernels, if it makes one."""
+        obj = {"bound": bound, "derived": derived}
+        if kernels:
+            obj["kernels"] = kernels
+            info = {**info, "kernel_image_bytes": len(kernels)}
         try:
-            self.store.save(key, {"bound": bound, "derived": derived}, info)
+            self.store.save(key, obj, info)
         except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
             warnings.warn(f"jitort cache: could not write the compiled variant to {self.root} "
                           f"({type(exc).__name__}: {exc}); it stays in memory only",
                           RuntimeWarning, stacklevel=3)
 
     def save_async(self, key: CacheKey, bound, derived: dict, info: dict, lock_fd: int | None,
-                   first_run: threading.Event) -> None:
+                   first_run: threading.Event, kernels=None) -> None:
         """Write the entry in a background thread, off the first call's path (BERT-base: 780 MB,
         ~2.5 s), once ``first_run`` is set -- the plan's kernels are then compiled and in
         Numba's cache too, so a process that finds the entry (or waits on the key's lock,
         released after the write) loads everything and compiles nothing. The interpreter waits
-        for the thread at exit; :func:`wait_for_saves` waits for it explicitly."""
+        for the thread at exit; :func:`wait_for_saves` waits for it explicitly. ``kernels``: a
+        callable that then gives the image of the plan's kernels (stored with the entry)."""
         def work():
             try:
                 first_run.wait(timeout=3600)
-                self.save(key, bound, derived, info)
+                self.save(key, bound, derived, info, _image(kernels))
             finally:
                 if lock_fd is not None:
                     release_lock(lock_fd)
@@ -175,6 +182,18 @@ class VariantCache:
         with _PENDING_LOCK:
             _PENDING.add(t)
         t.start()
+
+
+def _image(kernels) -> bytes | None:
+    """``kernels()``, the image of a plan's kernels once they ran; None when it cannot be made."""
+    if kernels is None:
+        return None
+    try:
+        return kernels()
+    except Exception as exc:  # noqa: BLE001 - the entry is still worth writing without it
+        warnings.warn(f"jitort cache: the kernel image could not be made ({type(exc).__name__}: {exc}); "
+                      f"the entry's kernels load from Numba's cache", RuntimeWarning, stacklevel=2)
+        return None
 
 
 _PENDING: set = set()

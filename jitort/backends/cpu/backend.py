@@ -21,6 +21,7 @@ import numpy as np
 from ... import config
 from ..base import register_backend
 from ..reference import ReferenceBackend
+from . import kernel_image
 from . import lower_gemm, lower_pool, lower_rows, transpose  # noqa: F401  (register their lowerings)
 from ...ir.infer import _NONDETERMINISTIC
 from .lowering import LOWERINGS, LowerCtx, Unsupported
@@ -76,9 +77,12 @@ class CpuBackend(ReferenceBackend):
     #: Plans are worth caching on disk (see jitort/cache/variants.py).
     cacheable = True
 
-    def build_plan(self, bound, derived: dict | None = None) -> CpuPlan:
+    def build_plan(self, bound, derived: dict | None = None, kernels: bytes | None = None) -> CpuPlan:
         """The plan of ``bound``. ``derived``: arrays computed from constants by tag (packed
-        weights); filled as the lowerings compute them, reused when given filled (a cache entry)."""
+        weights); filled as the lowerings compute them, reused when given filled (a cache entry).
+        ``kernels``: the image of its generated kernels (:meth:`kernel_image`, a cache entry)."""
+        if kernels is not None:
+            kernel_image.install(kernels)
         graph = bound.graph
         memory = plan_memory(bound)
         ctx = LowerCtx(bound, self.threads, self.cache_dir, memory, {}, derived)
@@ -89,6 +93,11 @@ class CpuBackend(ReferenceBackend):
         if config.DEBUG >= 1:
             print(plan.describe())
         return plan
+
+    def kernel_image(self, plan: CpuPlan) -> bytes | None:
+        """Its generated kernels in one piece, for a cache entry (after its first run: they are
+        compiled then); see kernel_image.py."""
+        return kernel_image.collect(getattr(plan, "kernel_modules", ()) or ())
 
     def _folded_step(self, node, ctx: LowerCtx) -> Step | None:
         """A node whose inputs are all constant (a light model's ConstantOfShape weights, a

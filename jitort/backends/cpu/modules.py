@@ -27,6 +27,7 @@ import types
 import warnings
 
 from ...cache.fs import atomic_write
+from . import kernel_image
 
 _LOCAL = threading.local()
 
@@ -87,6 +88,7 @@ def load_module(source: str, modname: str, cache_dir: str | None) -> types.Modul
     except BaseException:
         sys.modules.pop(modname, None)
         raise
+    kernel_image.attach(mod)  # overloads an installed kernel image holds for it
     return mod
 
 

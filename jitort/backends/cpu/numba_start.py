@@ -163,6 +163,7 @@ def _symbols_from_object_code() -> None:
         self = codegen.create_library(name)
         self.__class__ = _lazy_class(type(self))
         self._linking_bitcode = bitcode
+        self.__dict__["_jitort_blobs"] = data  # what kernel_image.collect keeps of it
         self.enable_object_caching()
         self._set_compiled_object(object_code)
         self._finalize_final_module()

@@ -1,0 +1,234 @@
+"""A variant's generated kernels as one piece of its cache entry: what a warm start loads instead of
+asking Numba's disk cache for each kernel.
+
+    image = collect(plan.kernel_modules)   # after the plan's first run: bytes, or None
+    install(image)                         # a later process, before building the plan
+    attach(module)                         # modules.load_module, once a generated module ran
+
+Numba's cache costs a warm start ~1.2 ms per kernel (29 in ResNet-50): an index and a data file
+opened and unpickled, an index key hashed, an empty LLVM module parsed, added to the JIT engine
+and finalized, all per kernel. The image holds, per generated module, each compiled overload of
+its dispatchers: the object code and linking bitcode Numba's cache would hold, the function
+descriptor, environment and signature (pickled as Numba pickles them), and the overload's
+``reload_init`` (the threading layer's start for a ``parallel=True`` kernel). ``install`` runs
+every ``reload_init``, adds every object file to Numba's JIT engine and finalizes once (the
+NRT is up first: the kernels call it); ``attach`` gives each dispatcher of a module, once the
+module's code has run, its overloads -- the entry point made as Numba makes one from a cached
+overload (``get_executable``, ``insert_user_function``, ``add_overload``). Calls then go through
+the dispatcher as before: its type checks and its choice of overload are Numba's.
+
+An image is used only where it was made for this codegen (Numba's ``magic_tuple``: triple, CPU,
+features) and these Numba and llvmlite versions -- the cache key holds the same facts; anything
+else, an overload a dispatcher already has, or any failure, and the kernel loads from Numba's
+cache as before. Overloads in object mode or of lifted loops are left out. The object code of an overload loaded from Numba's cache is kept
+on its library (``numba_start``), so an image can be made in a process that compiled nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+import threading
+import warnings
+
+FORMAT = 1
+
+_LOCK = threading.RLock()
+_INSTALLED: set = set()    # (module, attribute, argument types) added to the JIT engine
+_WAITING: dict = {}        # module name -> kernel records whose module has not run yet
+
+
+class Stats:
+    attached = 0   # overloads given to dispatchers from an image, this process
+
+
+STATS = Stats()
+
+
+def collect(module_names) -> bytes | None:
+    """The image of the overloads of the generated modules ``module_names`` (imported in this
+    process); None when there is none to keep."""
+    import llvmlite
+    import numba
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.dispatcher import Dispatcher
+    from numba.core.serialize import dumps
+
+    modules: dict = {}
+    with global_compiler_lock:
+        for modname in module_names:
+            for attr, disp in _called_from_python(sys.modules.get(modname), Dispatcher):
+                for args, cres in list(disp.overloads.items()):
+                    rec = _record(attr, args, cres, dumps)
+                    if rec is not None:
+                        modules.setdefault(modname, []).append(rec)
+    if not modules:
+        return None
+    return pickle.dumps({"format": FORMAT, "magic": _magic(), "numba": numba.__version__,
+                         "llvmlite": llvmlite.__version__, "modules": modules}, protocol=5)
+
+
+def _called_from_python(mod, Dispatcher) -> list:
+    """(name, dispatcher) of the module's own dispatchers that no other one calls: a callee's code
+    is linked into its caller's library, so only a call from Python can need it (and then it
+    loads from Numba's cache)."""
+    if mod is None:
+        return []
+    own = {name: d for name, d in vars(mod).items() if isinstance(d, Dispatcher)
+           and getattr(d.py_func, "__module__", None) == mod.__name__ and d.py_func.__name__ == name}
+    called = {n for name, d in own.items() for n in d.py_func.__code__.co_names if n != name}
+    return [(name, d) for name, d in own.items() if name not in called]
+
+
+def _record(attr: str, args, cres, dumps) -> dict | None:
+    if cres.objectmode or cres.lifted or cres.environment is None:
+        return None
+    blobs = cres.library.__dict__.get("_jitort_blobs")
+    if blobs is None:
+        try:
+            _, kind, blobs = cres.library.serialize_using_object_code()
+        except Exception:  # noqa: BLE001 - no object code kept: Numba's cache has it
+            return None
+        if kind != "object":
+            return None
+    fndesc = copy.copy(cres.fndesc)
+    fndesc.typemap = fndesc.calltypes = None  # as Numba's cache: not needed, may not pickle
+    try:  # the environments of the functions linked in, as Numba's cache keeps them
+        envs = cres.referenced_envs if cres.referenced_envs is not None else cres._find_referenced_environments()
+        meta = dumps((fndesc, cres.environment, cres.signature, str(cres.type_annotation), tuple(envs)))
+        init = dumps(tuple(cres.reload_init or ()))
+    except Exception:  # noqa: BLE001 - something in it does not pickle
+        return None
+    return {"attr": attr, "args": str(tuple(args)), "name": cres.library.name, "object": blobs[0],
+            "bitcode": blobs[1], "meta": meta, "init": init}
+
+
+def _magic() -> str:
+    from numba.core.registry import cpu_target
+
+    return repr(cpu_target.target_context.codegen().magic_tuple())
+
+
+def install(image: bytes | None) -> int:
+    """Add the image's kernels to Numba's JIT engine (those not there yet); their dispatchers
+    get them at :func:`attach`. Returns how many were added; 0 for an image of another codegen
+    or version, or one that cannot be read (the kernels then load from Numba's cache)."""
+    if not image:
+        return 0
+    try:
+        rec = _read(image)
+    except Exception as exc:  # noqa: BLE001
+        _warn(f"its kernel image cannot be read ({type(exc).__name__}: {exc})")
+        return 0
+    if rec is None:
+        return 0
+    import llvmlite.binding as ll
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+    from numba.core.runtime import nrt
+
+    from .numba_start import elf_defined_symbols
+
+    ctx = cpu_target.target_context
+    with global_compiler_lock, _LOCK:
+        new = []
+        for modname, kernels in rec["modules"].items():
+            for k in kernels:
+                key = (modname, k["attr"], k["args"])
+                if key in _INSTALLED or _has_overload(modname, k):
+                    continue
+                symbols = elf_defined_symbols(k["object"])
+                if symbols is None:
+                    continue
+                for fn in pickle.loads(k["init"]):
+                    fn()
+                new.append((key, k, symbols))
+        if not new:
+            return 0
+        nrt.rtsys.initialize(ctx)  # the kernels call the NRT: its functions must be in the engine
+        engine = ctx.codegen()._engine
+        for _, k, symbols in new:
+            engine._ee.add_object_file(ll.ObjectFileRef.from_data(k["object"]))
+            engine._defined_symbols |= symbols
+        engine._ee.finalize_object()
+        for key, k, _ in new:
+            _INSTALLED.add(key)
+            _WAITING.setdefault(key[0], []).append(k)
+        for modname in {key[0] for key, _, _ in new}:
+            mod = sys.modules.get(modname)
+            if mod is not None:
+                attach(mod)
+    return len(new)
+
+
+def _read(image: bytes) -> dict | None:
+    import llvmlite
+    import numba
+
+    rec = pickle.loads(image)
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        return None
+    if (rec.get("numba"), rec.get("llvmlite")) != (numba.__version__, llvmlite.__version__) \
+            or rec.get("magic") != _magic():
+        return None
+    return rec
+
+
+def _has_overload(modname: str, k: dict) -> bool:
+    disp = getattr(sys.modules.get(modname), k["attr"], None)
+    return disp is not None and any(str(a) == k["args"] for a in disp.overloads)
+
+
+def attach(mod) -> None:
+    """Give the dispatchers of ``mod`` (a generated module whose code has run) the overloads an
+    installed image holds for them."""
+    if mod.__name__ not in _WAITING:
+        return
+    from numba.core.compiler import CompileResult
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    ctx = cpu_target.target_context
+    with global_compiler_lock, _LOCK:
+        for k in _WAITING.pop(mod.__name__, ()):
+            try:
+                disp = getattr(mod, k["attr"])
+                if _has_overload(mod.__name__, k):
+                    continue
+                fndesc, env, signature, typeann, envs = pickle.loads(k["meta"])
+                library = _library(ctx.codegen(), k)
+                entry = ctx.get_executable(library, fndesc, env)
+                cres = CompileResult(
+                    target_context=ctx, typing_context=ctx.typing_context, library=library,
+                    environment=env, entry_point=entry, fndesc=fndesc, type_annotation=typeann,
+                    signature=signature, objectmode=False, lifted=(), typing_error=None,
+                    call_helper=None, metadata=None, reload_init=list(pickle.loads(k["init"])),
+                    referenced_envs=envs)
+                ctx.insert_user_function(entry, fndesc, [library])
+                disp.add_overload(cres)
+                disp._cache_hits[tuple(signature.args)] += 1  # a load, as Numba counts one
+                STATS.attached += 1
+            except Exception as exc:  # noqa: BLE001 - the dispatcher loads it from Numba's cache
+                _warn(f"a kernel of {mod.__name__} could not be taken from its image "
+                      f"({type(exc).__name__}: {exc})")
+
+
+def _library(codegen, k: dict):
+    """A finalized code library around object code already in the engine, as Numba's cache
+    load makes one (numba_start._unserialize) less adding it to the engine again."""
+    from .numba_start import _lazy_class
+
+    lib = codegen.create_library(k["name"])
+    lib.__class__ = _lazy_class(type(lib))
+    lib._linking_bitcode = k["bitcode"]
+    lib.__dict__["_jitort_blobs"] = (k["object"], k["bitcode"])
+    lib.enable_object_caching()
+    lib._set_compiled_object(k["object"])
+    lib._finalized = True
+    return lib
+
+
+def _warn(what: str) -> None:
+    warnings.warn(f"jitort cache: {what}; its kernels load from Numba's cache instead",
+                  RuntimeWarning, stacklevel=3)
