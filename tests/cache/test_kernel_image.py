@@ -1,11 +1,13 @@
 """The kernel image of a cache entry (jitort/backends/cpu/kernel_image.py): a warm process gives the
 generated modules' dispatchers their overloads from the entry instead of Numba's cache, counted
 (not timed), with outputs equal to the compiling process's; made from compiled or from
-Numba-cached kernels; ignored when made for another codegen, unreadable, or already loaded."""
+Numba-cached kernels; ignored when made for another codegen, unreadable, failing to install, or
+already loaded."""
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 import pickle
 import shutil
@@ -142,4 +144,8 @@ def test_an_image_for_another_codegen_or_version_or_unreadable_is_not_used(tmp_p
         assert kernel_image.install(altered) == 0, field
     with pytest.warns(RuntimeWarning, match="kernel image cannot be read"):
         assert kernel_image.install(image[: len(image) // 2]) == 0
+    failing = {m: [{**k, "init": pickle.dumps((operator.truediv,))} for k in ks]  # raises when run
+               for m, ks in rec["modules"].items()}
+    with pytest.warns(RuntimeWarning, match="kernel image could not be installed"):
+        assert kernel_image.install(pickle.dumps({**rec, "modules": failing})) == 0
     assert kernel_image.install(None) == 0 and kernel_image.install(b"") == 0

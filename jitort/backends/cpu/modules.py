@@ -11,7 +11,9 @@ should hold was damaged: it is rewritten with a warning before it is imported. W
 cache_dir the source is exec'd into a fresh module (compiled again in every process).
 
 Every lookup of a kernel module -- new or already imported -- is noted, so the disk cache can
-record in an entry's metadata which generated modules its plan runs (``jitort cache info``).
+record in an entry's metadata which generated modules its plan runs (``jitort cache info``) and
+keep their compiled kernels with the entry (kernel_image.py: a module imported after its entry's
+image was installed gets its dispatchers' overloads from it).
 """
 
 from __future__ import annotations
