@@ -104,7 +104,7 @@ def source_hash() -> str:
     """sha256 over jitort's Python sources and templates (path and bytes of each, sorted): an edit
     anywhere in the package, a kernel generator or a template gives a new key. Remembered in the
     package's ``__pycache__`` (see :func:`tree_hash`), so a warm start stats the files instead of
-    reading them (~0.5 ms instead of ~8 ms here)."""
+    reading them (0.6 ms instead of 4.4 ms here for 136 files)."""
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     templates = os.path.join(os.path.dirname(pkg), "templates")
     roots = [pkg] + ([templates] if os.path.isdir(templates) else [])
