@@ -1,5 +1,6 @@
 """numba_start.prepare: Numba's arraymath without its SciPy BLAS probe, cache loads of jitort's
-kernels without the registry refresh or the bitcode parse -- and nothing else changed."""
+kernels without the registry refresh or the bitcode parse, their caches made at first use -- and
+nothing else changed."""
 
 from __future__ import annotations
 
@@ -105,6 +106,31 @@ def test_a_cached_kernel_loads_without_refresh_or_bitcode_and_still_links(tmp_pa
     for r in runs:
         assert r.returncode == 0, r.stdout + r.stderr
     assert [r.stdout.split()[-1] for r in runs] == ["compiled", "loaded"]
+
+
+def test_a_jitort_kernel_s_numba_cache_is_made_at_its_first_use_and_others_at_once(tmp_path):
+    (tmp_path / "user_mod.py").write_text("import numba\n\n@numba.njit(cache=True)\ndef inc(x):\n    return x + 1\n")
+    code = textwrap.dedent("""
+        import numpy as np
+        from numba.core.caching import FunctionCache
+        from jitort.backends.cpu import backend  # noqa: F401
+        from jitort.backends.cpu.numba_start import _CacheOnFirstUse
+        from jitort.backends.cpu.row_kernels import _ln_1
+        import user_mod
+        assert type(user_mod.inc._cache) is FunctionCache, "another package's function: Numba's own"
+        assert type(_ln_1._cache) is _CacheOnFirstUse and _ln_1._cache._real is None
+        x = np.ones((3, 4), np.float32)
+        _ln_1(x, x[0], x[0], 1e-5, np.empty_like(x))   # compiles and saves, or loads
+        assert type(_ln_1._cache._real) is FunctionCache
+        assert _ln_1._cache.cache_path == _ln_1._cache._real.cache_path
+        print(user_mod.inc(1), _ln_1.stats.cache_hits and "loaded" or "compiled")
+    """)
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "nc"), "PYTHONPATH": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                           env=env, cwd=str(tmp_path)) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert [r.stdout.split()[-2:] for r in runs] == [["2", "compiled"], ["2", "loaded"]]
 
 
 def test_elf_symbols_match_the_modules_defined_symbols():
