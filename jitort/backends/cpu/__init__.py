@@ -6,4 +6,7 @@ import_numba()  # before any module of this package imports Numba (see numba_imp
 
 from .numba_start import cache_on_first_use  # noqa: E402
 
-cache_on_first_use()  # before the package's kernels are decorated (see numba_start.py)
+try:
+    cache_on_first_use()  # before the package's kernels are decorated (see numba_start.py)
+except (ImportError, AttributeError):  # another Numba: its own behaviour, as prepare() does
+    pass

@@ -1,8 +1,9 @@
 """Numba's start-up, trimmed to what loading and compiling jitort's kernels needs.
 
-Six things Numba does on the way to the first kernel cost a warm start (a process whose kernels
+Seven things Numba does on the way to the first kernel cost a warm start (a process whose kernels
 are all in the disk cache) a third of its time here, and ``prepare()`` (once, before the first
-kernel is compiled or loaded) changes each only where it cannot change a result:
+kernel is compiled or loaded; ``cache_on_first_use`` before the package's kernels are decorated)
+changes each only where it cannot change a result:
 
 * **SciPy's BLAS probe.** The first "refresh" of the target context (below) imports
   ``numba.np.arraymath``, whose module body runs ``_HAVE_BLAS = _check_blas()``:
