@@ -80,8 +80,9 @@ def save_outputs(outdir: str, tag: str, outs) -> int:
 def run_worker(cmd: list, env: dict) -> dict:
     """Runs one worker process; its last stdout line is its JSON report, else {"error": stderr tail}.
     The file data it wrote (a jitort cache entry: 100+ MB for a CNN compiled cold) is flushed to
-    disk before the next worker starts, so no worker's time includes another's writeback (measured:
-    the process after a cold jitort run took ~25 ms longer to import numpy, whichever runtime)."""
+    disk before the next worker starts, so no worker's time includes another's writeback (one run
+    without it: the worker after a cold jitort run spent 144 ms to import numpy and read its
+    inputs, onnxruntime's 117; with it, over three runs, 114-132 vs 103-110, on a noisy host)."""
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     os.sync()
     if p.returncode != 0:
