@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import time
 from dataclasses import dataclass
 
 from .device import cpu_device
@@ -171,8 +172,6 @@ def _remembered(memo: str, roots: list[str]) -> str | None:
 
 
 def _remember(memo: str, roots: list[str], digest: str, stats: dict) -> None:
-    import time
-
     young = time.time_ns() - int(_SETTLED_S * 1e9)
     if any(max(sig[1], sig[2]) > young for sig in stats.values()):
         return

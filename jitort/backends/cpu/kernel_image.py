@@ -166,7 +166,7 @@ def _not_installed(rec: dict, elf_defined_symbols) -> list:
     for modname, kernels in rec["modules"].items():
         for k in kernels:
             key = (modname, k["attr"], k["args"])
-            if key in _INSTALLED or _has_overload(modname, k):
+            if key in _INSTALLED or _has_overload(getattr(sys.modules.get(modname), k["attr"], None), k):
                 continue
             symbols = elf_defined_symbols(k["object"])
             if symbols is None:
@@ -190,8 +190,8 @@ def _read(image: bytes) -> dict | None:
     return rec
 
 
-def _has_overload(modname: str, k: dict) -> bool:
-    disp = getattr(sys.modules.get(modname), k["attr"], None)
+def _has_overload(disp, k: dict) -> bool:
+    """Whether ``disp`` (None: its module is not imported yet) has the overload of record ``k``."""
     return disp is not None and any(str(a) == k["args"] for a in disp.overloads)
 
 
@@ -209,7 +209,7 @@ def attach(mod) -> None:
         for k in _WAITING.pop(mod.__name__, ()):
             try:
                 disp = getattr(mod, k["attr"])
-                if _has_overload(mod.__name__, k):
+                if _has_overload(disp, k):
                     continue
                 fndesc, env, signature, typeann, envs = pickle.loads(k["meta"])
                 library = _library(ctx.codegen(), k)

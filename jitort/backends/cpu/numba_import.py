@@ -13,7 +13,7 @@ installed and not imported yet (for yaml: when no such config file is in the cur
 the stand-in for scipy carries ``__version__``, read from its ``.dist-info`` directory's name as
 the cache key's versions are; any other attribute read from a stand-in imports the real module and
 answers from it. The names in ``sys.modules`` are given back right after Numba's import, so every
-later ``import yaml`` or ``import scipy`` gets the real module. Anything else (Numba or a module
+later ``import yaml``, ``import scipy`` or ``import importlib.metadata`` gets the real module. Anything else (Numba or a module
 already imported, a version that cannot be read) and it is a plain ``import numba``.
 """
 
