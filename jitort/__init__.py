@@ -8,24 +8,27 @@ from __future__ import annotations
 
 import functools
 
-from .errors import (  # noqa: F401
-    ExecutionError,
-    InputDtypeError,
-    InputError,
-    InputShapeError,
-    JitortError,
-    ModelLoadError,
-    ShapeInferenceError,
-    UnsupportedOpError,
-)
-from .inference_session import (  # noqa: F401
-    ExecutionMode,
-    GraphOptimizationLevel,
-    InferenceSession,
-    NodeArg,
-    SessionOptions,
-)
-from .session import CompiledModel, Outputs, Signature  # noqa: F401
+from .gc_pause import paused as _paused
+
+with _paused():  # what the imports build lives as long as the process (gc_pause.py)
+    from .errors import (  # noqa: F401
+        ExecutionError,
+        InputDtypeError,
+        InputError,
+        InputShapeError,
+        JitortError,
+        ModelLoadError,
+        ShapeInferenceError,
+        UnsupportedOpError,
+    )
+    from .inference_session import (  # noqa: F401
+        ExecutionMode,
+        GraphOptimizationLevel,
+        InferenceSession,
+        NodeArg,
+        SessionOptions,
+    )
+    from .session import CompiledModel, Outputs, Signature  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -21,6 +21,7 @@ import numpy as np
 from . import config
 from .backends import get_backend
 from .errors import JitortError
+from .gc_pause import paused, resume
 from .inputs import bind_feeds, to_value, validate
 from .ir.graph import Model
 from .ir.infer import BoundGraph, bind
@@ -115,18 +116,19 @@ class CompiledModel:
         level = options.get("opt_level")
         default = LAYOUT if backend == "cpu" else DEFAULT_OPT_LEVEL
         self.opt_level = default if level is None else max(NONE, min(int(level), LAYOUT))
-        self.backend = get_backend(backend, seed=options.get("seed"),
-                                   num_threads=options.get("num_threads"),
-                                   cache_dir=options.get("cache_dir"))
         self._source = source
         self._ir: Model | None = None
         self._cache = None
         self.model_digest: str | None = None
-        if options.get("cache", True) and getattr(self.backend, "cacheable", False):
-            from .cache.variants import VariantCache
+        with paused():  # the backend's import (Numba) and the session live long (gc_pause.py)
+            self.backend = get_backend(backend, seed=options.get("seed"),
+                                       num_threads=options.get("num_threads"),
+                                       cache_dir=options.get("cache_dir"))
+            if options.get("cache", True) and getattr(self.backend, "cacheable", False):
+                from .cache.variants import VariantCache
 
-            self._cache = VariantCache.open(options.get("cache_dir"), backend, self._key_options())
-        self.interface = self._load_interface()
+                self._cache = VariantCache.open(options.get("cache_dir"), backend, self._key_options())
+            self.interface = self._load_interface()
         self._fast: dict[tuple, _Variant] = {}
         self._variants: dict[Signature, _Variant] = {}
         self._lock = threading.Lock()
@@ -217,6 +219,9 @@ class CompiledModel:
         self.stats.calls += 1
         first = variant.first_run
         if first is None:
+            if variant.calls == 1:  # a loaded variant's first run ends its start (gc_pause.py)
+                with paused():
+                    return variant.plan.run(values)
             return variant.plan.run(values)
         try:  # the first run compiles the kernels: then other processes may load the entry
             return variant.plan.run(values)
@@ -240,11 +245,18 @@ class CompiledModel:
         return variant
 
     def _compile(self, sig: Signature) -> _Variant:
+        with paused():  # a cached variant's plan lives long; a miss resumes (gc_pause.py)
+            return self._load_or_compile(sig)
+
+    def _load_or_compile(self, sig: Signature) -> _Variant:
         try:
             if self._cache is None:
+                resume()
                 return self._build(sig)
             key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())
             hit = self._cache.load(key)
+            if hit is None:
+                resume()  # optimizing and compiling make garbage in bulk
             if hit is None and self.options.get("tune"):
                 pre = self._optimize(sig, tune=True)  # new winners change the key: tune first
                 key = self._cache.key(self.model_digest, sig, self._tuning_fingerprint())

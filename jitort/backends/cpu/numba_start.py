@@ -52,6 +52,9 @@ changes each only where it cannot change a result:
   ``numba_extensions.py`` reads the same files, and Numba's discovery runs only when one of them
   names Numba's extension group (or distributions may come from elsewhere).
 
+``prepare()`` also registers a listener that ends a pause of the garbage collector
+(jitort/gc_pause.py) when a compile starts: a compile makes cyclic garbage in bulk.
+
     numba = prepare()        # once, before the first kernel is compiled or loaded
 """
 
@@ -76,12 +79,34 @@ def prepare():
 
     for patch in (_arraymath_before_registries, _load_without_refresh, _symbols_from_object_code,
                   _typeof_ndarray_without_numpy_ma, _nrt_from_object_code, skip_discovery_if_none,
-                  cache_on_first_use):
+                  cache_on_first_use, _collect_while_compiling):
         try:
             patch()
         except (ImportError, AttributeError):  # another Numba: its own behaviour, unchanged
             pass
     return numba
+
+
+def _collect_while_compiling() -> None:
+    """A compile ends a pause of the garbage collector (gc_pause.py): it makes cyclic garbage in
+    bulk."""
+    from numba.core import event
+
+    from ...gc_pause import resume
+
+    if any(getattr(lst, _PATCHED, False) for lst in event._registered["numba:compile"]):
+        return
+
+    class _Resume(event.Listener):
+        def on_start(self, ev):
+            resume()
+
+        def on_end(self, ev):
+            pass
+
+    listener = _Resume()
+    setattr(listener, _PATCHED, True)
+    event.register("numba:compile", listener)
 
 
 # -- SciPy's BLAS probe ---------------------------------------------------------------------------
