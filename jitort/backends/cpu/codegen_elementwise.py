@@ -49,6 +49,7 @@ from ...ir.types import TensorType
 from .elementwise_emitters import (  # noqa: F401  (LoweringError, SUPPORTED_DTYPES re-exported)
     _BOOL, _F16, _F32, _REDUCE, EMITTERS, SUPPORTED_DTYPES, LoweringError, _compute, _ctor, reduce_parts,
 )
+from . import kernel_image
 from .modules import hash_files, load_module, note
 
 #: Scalar functions the generated code calls, as "module:attribute" (importable and callable
@@ -575,7 +576,10 @@ def compile_region(node, input_types, *, cache_dir: str | os.PathLike | None = N
     fn = _COMPILED.get(key)
     if fn is None:
         mod = load_module(source, modname, None if cache_dir is None else os.fspath(cache_dir))
-        fn = njit(error_model="numpy", fastmath=set(FASTMATH), cache=cache_dir is not None)(mod.kernel)
+        raw = getattr(mod.kernel, "py_func", mod.kernel)
+        fn = njit(error_model="numpy", fastmath=set(FASTMATH), cache=cache_dir is not None)(raw)
+        mod.kernel = fn  # the module holds its dispatcher: the variant's kernel image keeps it
+        kernel_image.attach(mod)  # and gives it its overloads in a later process
         fn.source = source
         _COMPILED[key] = fn
     else:

@@ -24,13 +24,15 @@ features) and these Numba and llvmlite versions -- the cache key holds the same 
 else, an overload a dispatcher already has, or any failure, and the kernel loads from Numba's
 cache as before. Overloads in object mode or of lifted loops are left out. The object code of an
 overload loaded from Numba's cache is kept on its library (``numba_start``), so an image can be
-made in a process that compiled nothing. The package's own kernels (pools, row kernels) are not
-in it: their modules are imported with the backend and load from Numba's cache.
+made in a process that compiled nothing. The package's own kernels (pools, transposes, row
+kernels) that ran in the process that made the image are in it too; their modules are imported
+with the backend, so ``install`` gives them their overloads at once.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
 import sys
 import threading
@@ -52,17 +54,26 @@ STATS = Stats()
 
 def collect(module_names) -> bytes | None:
     """The image of the overloads of the generated modules ``module_names`` (imported in this
-    process); None when there is none to keep."""
+    process) and of the package's own kernels compiled or loaded in this process (pools,
+    transposes, row kernels: those the plan ran among them); None when there is none to keep."""
     import llvmlite
     import numba
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.dispatcher import Dispatcher
     from numba.core.serialize import dumps
 
+    names = list(module_names) + sorted(n for n in sys.modules if n.startswith(_PACKAGE))
+    own = {n: _own_dispatchers(sys.modules.get(n), Dispatcher) for n in names}
+    # a callee's code is linked into the library of each caller compiled here: only a call from
+    # Python can need its own (a callee not in the image loads from Numba's cache if one does)
+    called = {c for ds in own.values() for name, d in ds.items() if d.overloads
+              for c in d.py_func.__code__.co_names if c != name}
     modules: dict = {}
     with global_compiler_lock:
-        for modname in module_names:
-            for attr, disp in _called_from_python(sys.modules.get(modname), Dispatcher):
+        for modname, ds in own.items():
+            for attr, disp in ds.items():
+                if attr in called:
+                    continue
                 for args, cres in list(disp.overloads.items()):
                     rec = _record(attr, args, cres, dumps)
                     if rec is not None:
@@ -73,16 +84,21 @@ def collect(module_names) -> bytes | None:
                          "llvmlite": llvmlite.__version__, "modules": modules}, protocol=5)
 
 
-def _called_from_python(mod, Dispatcher) -> list:
-    """(name, dispatcher) of the module's own dispatchers that no other one calls: a callee's code
-    is linked into its caller's library, so only a call from Python can need it (and then it
-    loads from Numba's cache)."""
+_PACKAGE = __name__.rpartition(".")[0] + "."  # jitort.backends.cpu.
+
+
+def _own_dispatchers(mod, Dispatcher) -> dict:
+    """name -> dispatcher of the functions ``mod`` defines and decorates (``f = njit(g)`` too),
+    each dispatcher under one name: its function's own when it has that one."""
     if mod is None:
-        return []
-    own = {name: d for name, d in vars(mod).items() if isinstance(d, Dispatcher)
-           and getattr(d.py_func, "__module__", None) == mod.__name__ and d.py_func.__name__ == name}
-    called = {n for name, d in own.items() for n in d.py_func.__code__.co_names if n != name}
-    return [(name, d) for name, d in own.items() if name not in called]
+        return {}
+    out: dict = {}
+    for name, d in vars(mod).items():
+        if isinstance(d, Dispatcher) and getattr(d.py_func, "__module__", None) == mod.__name__:
+            out.setdefault(id(d), (name, d))
+            if d.py_func.__name__ == name:
+                out[id(d)] = (name, d)
+    return dict(out.values())
 
 
 def _record(attr: str, args, cres, dumps) -> dict | None:
@@ -152,11 +168,20 @@ def install(image: bytes | None) -> int:
         for key, k, _ in new:
             _INSTALLED.add(key)
             _WAITING.setdefault(key[0], []).append(k)
-        for modname in {key[0] for key, _, _ in new}:
-            mod = sys.modules.get(modname)
-            if mod is not None:
-                attach(mod)
+    for modname in sorted({key[0] for key, _, _ in new}):
+        mod = sys.modules.get(modname)
+        if mod is None and modname.startswith(_PACKAGE):  # one of ours the plan will import
+            mod = _import(modname)
+        if mod is not None:
+            attach(mod)
     return len(new)
+
+
+def _import(modname: str):
+    try:
+        return importlib.import_module(modname)
+    except ImportError:  # not in this version of the package: its records wait unused
+        return None
 
 
 def _not_installed(rec: dict, elf_defined_symbols) -> list:
@@ -197,18 +222,24 @@ def _has_overload(disp, k: dict) -> bool:
 
 def attach(mod) -> None:
     """Give the dispatchers of ``mod`` (a generated module whose code has run) the overloads an
-    installed image holds for them."""
+    installed image holds for them. A record whose attribute is not a dispatcher yet (an
+    elementwise region's kernel is decorated after its module ran) waits for the next call."""
     if mod.__name__ not in _WAITING:
         return
     from numba.core.compiler import CompileResult
     from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.dispatcher import Dispatcher
     from numba.core.registry import cpu_target
 
     ctx = cpu_target.target_context
     with global_compiler_lock, _LOCK:
+        later = []
         for k in _WAITING.pop(mod.__name__, ()):
             try:
-                disp = getattr(mod, k["attr"])
+                disp = getattr(mod, k["attr"], None)
+                if not isinstance(disp, Dispatcher):  # decorated after the module ran
+                    later.append(k)
+                    continue
                 if _has_overload(disp, k):
                     continue
                 fndesc, env, signature, typeann, envs = pickle.loads(k["meta"])
@@ -227,6 +258,8 @@ def attach(mod) -> None:
             except Exception as exc:  # noqa: BLE001 - the dispatcher loads it from Numba's cache
                 _warn(f"a kernel of {mod.__name__} could not be taken from its image "
                       f"({type(exc).__name__}: {exc})")
+        if later:
+            _WAITING[mod.__name__] = later
 
 
 def _library(codegen, k: dict):
