@@ -8,8 +8,9 @@ asking Numba's disk cache for each kernel.
 Numba's cache costs a warm start ~1.2 ms per kernel: an index and a data file opened and
 unpickled, an index key hashed, an empty LLVM module parsed, added to the JIT engine and
 finalized, all per kernel (ResNet-50's 25 generated kernels: ~30 ms; from the image ~20 ms less,
-measured). The image holds, per generated module, each compiled overload of the dispatchers that
-no other one calls (a callee is linked into its caller): the object code and linking bitcode
+measured). The image holds, per module (generated, or the package's own), each compiled overload
+of the dispatchers that no compiled one calls (a callee is linked into its caller; a dispatcher
+kept under another name, ``f = njit(g)``, counts as its module's): the object code and linking bitcode
 Numba's cache would hold, the function descriptor, environments and signature (pickled as Numba
 pickles them), and the overload's ``reload_init`` (the threading layer's start for a
 ``parallel=True`` kernel). ``install`` runs
