@@ -107,14 +107,19 @@ def compare_outputs(outdir: str, tag: str, want_tag: str, n: int) -> tuple[bool,
     return True, worst, ""
 
 
-def run_rounds(label: str, tags: tuple, rounds: int, spawn, tmp: str, key: str = "median_ms") -> list:
+def run_rounds(label: str, tags: tuple, rounds: int, spawn, tmp: str, key: str = "median_ms",
+               orders: tuple | None = None) -> list:
     """``rounds`` rounds of one fresh worker per tag, ``spawn(tag, outdir) -> report``; the last tag
-    (the reference runtime, onnxruntime) goes last in even rounds and first in odd ones. Each round's
-    record says whether its timings count: every worker succeeded and every other tag's outputs
-    match the reference's (:func:`compare_outputs`). Prints one progress line per round."""
+    (the reference runtime, onnxruntime) goes last in even rounds and first in odd ones, or the
+    rounds cycle through ``orders``. Each round's record says whether its timings count: every
+    worker succeeded and every other tag's outputs match the reference's (:func:`compare_outputs`).
+    Prints one progress line per round."""
     records = []
     for r in range(rounds):
-        order = tags if r % 2 == 0 else tags[-1:] + tags[:-1]
+        if orders:
+            order = orders[r % len(orders)]
+        else:
+            order = tags if r % 2 == 0 else tags[-1:] + tags[:-1]
         outdir = os.path.join(tmp, f"{label}_round{r}")
         os.makedirs(outdir)
         got = {t: spawn(t, outdir) for t in order}
