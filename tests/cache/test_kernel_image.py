@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 WORKER = r"""
 import json, sys
 import numpy as np
-path, cache, out, threads, probe = sys.argv[1:6]
+path, cache, out, threads, probe, feeds = sys.argv[1:7]
 import jitort, jitort.cache
 from jitort.cache.instrument import compile_counter
 from numba.core import caching
@@ -37,8 +37,11 @@ def load(self, *a, **k):
     return real(self, *a, **k)
 caching.IndexDataCacheFile.load = load
 m = jitort.load(path, cache_dir=cache, num_threads=int(threads))
-x = np.random.default_rng(3).standard_normal((2, 5, 11, 9)).astype(np.float32)
-y = m(x=x)[0]
+if feeds != "-":
+    y = m(**dict(np.load(feeds)))[0]
+else:
+    x = np.random.default_rng(3).standard_normal((2, 5, 11, 9)).astype(np.float32)
+    y = m(x=x)[0]
 np.save(out, y)
 again = None
 if probe == "second-session":  # the same variant again in this process: nothing added twice
@@ -82,9 +85,10 @@ def make_cnn(path):
     return str(path)
 
 
-def run(model, cache, out, threads=1, probe="-") -> dict:
+def run(model, cache, out, threads=1, probe="-", feeds="-") -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-c", WORKER, model, str(cache), str(out), str(threads), probe],
+    p = subprocess.run([sys.executable, "-c", WORKER, model, str(cache), str(out), str(threads), probe,
+                        str(feeds)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -109,6 +113,29 @@ def test_a_warm_process_takes_the_generated_kernels_from_the_image(tmp_path, thr
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(b, reference(model), rtol=1e-4, atol=1e-5)
+
+
+def test_a_package_module_the_plan_imports_later_gets_its_kernels(tmp_path):
+    """Attention's kernels live in a package module the backend imports only when a plan has an
+    attention node: the install imports it and gives them their overloads."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((1, 2, 7, 8)).astype(np.float32) for _ in range(3))
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 7, 8]) for n in "qkv"]
+    g = helper.make_graph([helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)], "att", io,
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 7, 8])])
+    model = str(tmp_path / "att.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)]), model)
+    feeds, cache = str(tmp_path / "feeds.npz"), tmp_path / "cache"
+    np.savez(feeds, q=q, k=k, v=v)
+    first = run(model, cache, tmp_path / "a.npy", feeds=feeds)
+    assert first["saved"]
+    second = run(model, cache, tmp_path / "b.npy", feeds=feeds)
+    assert second["compiles"] == 0 and second["loads"] == [] and second["attached"] >= 1, second
+    import jitort
+
+    want = jitort.load(model, backend="reference")(q=q, k=k, v=v)[0]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), want, rtol=1e-4, atol=1e-5)
 
 
 def test_an_image_is_made_from_kernels_numba_s_cache_loaded(tmp_path):
