@@ -1,6 +1,8 @@
 """The kernel image of a cache entry (jitort/backends/cpu/kernel_image.py): a warm process gives the
-generated modules' dispatchers their overloads from the entry instead of Numba's cache, counted
-(not timed), with outputs equal to the compiling process's; made from compiled or from
+dispatchers of the generated modules, the elementwise regions and the package's own kernels
+(pools, transposes, attention, even in a module the plan imports after the install) their
+overloads from the entry instead of Numba's cache, counted (not timed), with outputs equal to the
+compiling process's; made from compiled or from
 Numba-cached kernels; ignored when made for another codegen, unreadable, failing to install, or
 already loaded."""
 
