@@ -80,7 +80,7 @@ class CpuBackend(ReferenceBackend):
     def build_plan(self, bound, derived: dict | None = None, kernels: bytes | None = None) -> CpuPlan:
         """The plan of ``bound``. ``derived``: arrays computed from constants by tag (packed
         weights); filled as the lowerings compute them, reused when given filled (a cache entry).
-        ``kernels``: the image of its generated kernels (:meth:`kernel_image`, a cache entry)."""
+        ``kernels``: the image of its compiled kernels (:meth:`kernel_image`, a cache entry)."""
         if kernels is not None:
             kernel_image.install(kernels)
         graph = bound.graph
@@ -95,8 +95,9 @@ class CpuBackend(ReferenceBackend):
         return plan
 
     def kernel_image(self, plan: CpuPlan) -> bytes | None:
-        """Its generated kernels in one piece, for a cache entry (after its first run: they are
-        compiled then); see kernel_image.py."""
+        """Its compiled kernels (generated modules', elementwise regions', the package's own it ran)
+        in one piece, for a cache entry (after its first run: they are compiled then); see
+        kernel_image.py."""
         return kernel_image.collect(getattr(plan, "kernel_modules", ()) or ())
 
     def _folded_step(self, node, ctx: LowerCtx) -> Step | None:

@@ -217,8 +217,9 @@ def _read(image: bytes) -> dict | None:
 
 
 def _has_overload(disp, k: dict) -> bool:
-    """Whether ``disp`` (None: its module is not imported yet) has the overload of record ``k``."""
-    return disp is not None and any(str(a) == k["args"] for a in disp.overloads)
+    """Whether ``disp`` (None: its module is not imported yet; a plain function: an elementwise
+    region's kernel before its decoration) has the overload of record ``k``."""
+    return any(str(a) == k["args"] for a in getattr(disp, "overloads", ()))
 
 
 def attach(mod) -> None:

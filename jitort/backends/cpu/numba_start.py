@@ -94,19 +94,24 @@ def _collect_while_compiling() -> None:
 
     from ...gc_pause import resume
 
-    if any(getattr(lst, _PATCHED, False) for lst in event._registered["numba:compile"]):
-        return
+    global _RESUME_REGISTERED
+    with _RESUME_LOCK:
+        if _RESUME_REGISTERED:
+            return
 
-    class _Resume(event.Listener):
-        def on_start(self, ev):
-            resume()
+        class _Resume(event.Listener):
+            def on_start(self, ev):
+                resume()
 
-        def on_end(self, ev):
-            pass
+            def on_end(self, ev):
+                pass
 
-    listener = _Resume()
-    setattr(listener, _PATCHED, True)
-    event.register("numba:compile", listener)
+        event.register("numba:compile", _Resume())
+        _RESUME_REGISTERED = True
+
+
+_RESUME_LOCK = threading.Lock()
+_RESUME_REGISTERED = False
 
 
 # -- SciPy's BLAS probe ---------------------------------------------------------------------------
